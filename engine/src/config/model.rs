@@ -1,0 +1,98 @@
+//! The mesh file format, as serde types. These keys are a public contract: mesh files
+//! must stay portable between meshql versions and tools, so keys are added, never renamed.
+//!
+//! Nested entities (sources, domains, products, ports) are kept as raw YAML here and
+//! decoded one by one by the loader, so one bad port is reported (and skipped) without
+//! hiding the problems, or the data, of the others.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+
+/// The only mesh file format version so far.
+pub const MESH_FILE_VERSION: u32 = 1;
+
+/// The main mesh file: the one passed to `--config`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshFileConfig {
+    pub version: u32,
+    /// Globs relative to this file; each matched file is a [`DomainFileConfig`].
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub sources: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub domains: BTreeMap<String, Value>,
+}
+
+/// A file pulled in by `include:`. It may only add sources and domains.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainFileConfig {
+    #[serde(default)]
+    pub sources: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub domains: BTreeMap<String, Value>,
+}
+
+/// `sources.NAME`: where data lives. `kind` picks the connector, which validates the rest.
+#[derive(Debug, Deserialize)]
+pub struct SourceConfig {
+    pub kind: String,
+    #[serde(flatten)]
+    pub options: Mapping,
+}
+
+/// `domains.NAME`: a business domain; becomes a SQL catalog.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    /// The team (group) that owns the domain.
+    pub owner: Option<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub products: BTreeMap<String, Value>,
+}
+
+/// `domains.D.products.NAME`: a data product; becomes a SQL schema.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductConfig {
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub output_ports: BTreeMap<String, Value>,
+}
+
+/// `domains.D.products.P.output_ports.NAME`: an output port; becomes a SQL table.
+///
+/// A port either reads a `source` (the source's connector validates the remaining keys,
+/// e.g. `format`, `path`, `options` for lake sources) or is derived from other ports by
+/// `sql` (a view).
+#[derive(Debug, Default, Deserialize)]
+pub struct PortConfig {
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnConfig>,
+    pub source: Option<String>,
+    pub sql: Option<String>,
+    /// Connector-specific keys (`format`, `path`, `options`, `table`, ...).
+    #[serde(flatten)]
+    pub location: Mapping,
+}
+
+/// `columns.NAME`: documentation and tags of one column of a port.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnConfig {
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}

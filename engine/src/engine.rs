@@ -1,0 +1,119 @@
+//! [`MeshEngine`]: a DataFusion session over a loaded mesh. The embedded entry point
+//! used by `meshql query`, `meshql check` and (later) the Flight SQL server.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+
+use crate::config::load::MeshSpec;
+use crate::config::load::load_mesh;
+use crate::connector::ConnectorRegistry;
+use crate::error::Result;
+use crate::mesh::meta::{META_CATALOG, META_SCHEMA};
+use crate::mesh::port::PortKind;
+use crate::mesh::{MeshRegistry, register_mesh};
+use crate::problem::Problem;
+
+pub struct MeshEngine {
+    ctx: SessionContext,
+    registry: Arc<MeshRegistry>,
+}
+
+impl std::fmt::Debug for MeshEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshEngine")
+            .field("registry", &self.registry)
+            .finish()
+    }
+}
+
+impl MeshEngine {
+    /// Load the mesh file at `path` and open every port. Fails only if the main file
+    /// cannot be used; broken ports are reported by [`MeshEngine::problems`] and fail
+    /// only the queries that read them.
+    pub async fn open(path: &Path, connectors: &ConnectorRegistry) -> Result<Self> {
+        let spec = load_mesh(path)?;
+        Ok(Self::from_spec(spec, connectors).await)
+    }
+
+    pub async fn from_spec(spec: MeshSpec, connectors: &ConnectorRegistry) -> Self {
+        let ctx = SessionContext::new_with_config(Self::session_config());
+        let registry = register_mesh(spec, connectors, &ctx).await;
+        MeshEngine { ctx, registry }
+    }
+
+    /// Session defaults: information_schema on; unqualified names resolve in `mesh.meta`;
+    /// no `datafusion.public` catalog beside the domains.
+    pub fn session_config() -> SessionConfig {
+        SessionConfig::new()
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema(META_CATALOG, META_SCHEMA)
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub fn registry(&self) -> &Arc<MeshRegistry> {
+        &self.registry
+    }
+
+    /// Plan one read-only statement. Output ports are data products owned by their
+    /// domains: DDL and DML are refused.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false);
+        Ok(self.ctx.sql_with_options(sql, options).await?)
+    }
+
+    /// Problems known now: declaration problems and ports that cannot be read.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = self.registry.problems.clone();
+        problems.extend(self.registry.port_problems());
+        sort(&mut problems);
+        problems
+    }
+
+    /// Everything [`MeshEngine::problems`] reports, plus a read of the first rows of
+    /// every available source port, proving its data is reachable and decodes.
+    pub async fn check(&self) -> Vec<Problem> {
+        let mut problems = self.problems();
+        for (_, port) in self.registry.ports() {
+            if port.info.kind != PortKind::Source {
+                continue;
+            }
+            let Some(table) = port.table() else { continue };
+            let read = async {
+                self.ctx
+                    .read_table(table)?
+                    .limit(0, Some(1))?
+                    .collect()
+                    .await
+            };
+            if let Err(e) = read.await {
+                problems.push(
+                    port.info
+                        .origin
+                        .problem(format!("cannot read its data: {}", crate::Error::from(e)))
+                        .with_subject(format!("output port `{}`", port.info.name)),
+                );
+            }
+        }
+        sort(&mut problems);
+        problems
+    }
+}
+
+fn sort(problems: &mut [Problem]) {
+    problems.sort_by(|a, b| {
+        (&a.file, a.position.line, a.position.column).cmp(&(
+            &b.file,
+            b.position.line,
+            b.position.column,
+        ))
+    });
+}

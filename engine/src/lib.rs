@@ -1,0 +1,19 @@
+//! meshql engine: the mesh configuration, the registry of domains, data products and
+//! output ports, and their registration as DataFusion catalogs.
+//!
+//! The engine knows no concrete connector: it is given a [`ConnectorRegistry`].
+
+pub mod config;
+pub mod connector;
+pub mod engine;
+pub mod error;
+pub mod mesh;
+pub mod problem;
+
+pub use config::{MeshSpec, PortName, load_mesh};
+pub use connector::{
+    Connector, ConnectorError, ConnectorRegistry, PortLocation, Source, SourceContext,
+};
+pub use engine::MeshEngine;
+pub use error::{Error, Result};
+pub use problem::Problem;

@@ -1,0 +1,252 @@
+//! One output port at run time: its declaration, its table (or why it is unavailable),
+//! and the table wrapper that names the port in scan errors.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
+use datafusion::common::{Constraints, Statistics};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use serde_yaml::Mapping;
+
+use crate::config::PortName;
+use crate::config::load::Origin;
+use crate::config::model::ColumnConfig;
+use crate::connector::{PortLocation, Source};
+use crate::problem::Problem;
+
+/// How long a port that failed to open is left alone before a query tries it again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// What kind of port this is, for metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// Reads a source.
+    Source,
+    /// A view over other ports (`sql:`).
+    Derived,
+}
+
+/// Static facts about a port, from its declaration.
+#[derive(Debug, Clone)]
+pub struct PortInfo {
+    pub name: PortName,
+    pub origin: Origin,
+    pub kind: PortKind,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub columns: BTreeMap<String, ColumnConfig>,
+    pub source: Option<String>,
+    pub location: PortLocation,
+    pub sql: Option<String>,
+}
+
+/// How to open the port again if it failed (source ports only).
+#[derive(Debug, Clone)]
+pub struct Reopen {
+    pub source: Arc<dyn Source>,
+    pub options: Mapping,
+}
+
+#[derive(Debug, Clone)]
+pub enum PortState {
+    Ready(Arc<dyn TableProvider>),
+    Broken { problem: Problem, since: Instant },
+}
+
+impl PortState {
+    pub fn broken(problem: Problem) -> Self {
+        PortState::Broken {
+            problem,
+            since: Instant::now(),
+        }
+    }
+}
+
+/// A port in the mesh registry.
+#[derive(Debug)]
+pub struct PortEntry {
+    pub info: PortInfo,
+    reopen: Option<Reopen>,
+    state: RwLock<PortState>,
+}
+
+impl PortEntry {
+    pub fn new(info: PortInfo, reopen: Option<Reopen>, state: PortState) -> Self {
+        PortEntry {
+            info,
+            reopen,
+            state: RwLock::new(state),
+        }
+    }
+
+    pub fn state(&self) -> PortState {
+        match self.state.read() {
+            Ok(state) => state.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn set_state(&self, state: PortState) {
+        match self.state.write() {
+            Ok(mut guard) => *guard = state,
+            Err(poisoned) => *poisoned.into_inner() = state,
+        }
+    }
+
+    pub fn table(&self) -> Option<Arc<dyn TableProvider>> {
+        match self.state() {
+            PortState::Ready(table) => Some(table),
+            PortState::Broken { .. } => None,
+        }
+    }
+
+    /// The table, reopening a broken source port when its last failure is old enough
+    /// (a source that was down at start comes back without a restart).
+    pub async fn table_or_error(&self, state: &SessionState) -> DFResult<Arc<dyn TableProvider>> {
+        match self.state() {
+            PortState::Ready(table) => Ok(table),
+            PortState::Broken { problem, since } => {
+                if let Some(reopen) = &self.reopen
+                    && since.elapsed() >= RETRY_AFTER
+                {
+                    match open_port(&self.info, reopen, state).await {
+                        Ok(table) => {
+                            self.set_state(PortState::Ready(Arc::clone(&table)));
+                            tracing::info!(port = %self.info.name, "output port is available again");
+                            return Ok(table);
+                        }
+                        Err(problem) => {
+                            let err = unavailable(&self.info, &problem);
+                            self.set_state(PortState::Broken {
+                                problem,
+                                since: Instant::now(),
+                            });
+                            return Err(err);
+                        }
+                    }
+                }
+                Err(unavailable(&self.info, &problem))
+            }
+        }
+    }
+}
+
+/// The query-time error for a port that cannot be read.
+fn unavailable(info: &PortInfo, problem: &Problem) -> DataFusionError {
+    let at = info.origin.position();
+    DataFusionError::Plan(format!(
+        "output port `{}` is unavailable: {} (declared at {}:{}:{}; run `meshql check` for details)",
+        info.name,
+        problem.describe_without_subject(),
+        info.origin.file.path.display(),
+        at.line,
+        at.column
+    ))
+}
+
+/// Open a source port through its connector, as a [`PortTable`].
+pub async fn open_port(
+    info: &PortInfo,
+    reopen: &Reopen,
+    state: &SessionState,
+) -> Result<Arc<dyn TableProvider>, Problem> {
+    match reopen.source.open_port(&reopen.options, state).await {
+        Ok(inner) => Ok(Arc::new(PortTable {
+            name: info.name.clone(),
+            inner,
+        })),
+        Err(e) => {
+            let mut problem = info
+                .origin
+                .problem_at(&e.path, e.message)
+                .with_subject(format!("output port `{}`", info.name));
+            if let Some(help) = e.help {
+                problem = problem.with_help(help);
+            }
+            Err(problem)
+        }
+    }
+}
+
+/// A connector's table, with the port's name added to errors raised while planning its scan.
+#[derive(Debug)]
+pub struct PortTable {
+    name: PortName,
+    inner: Arc<dyn TableProvider>,
+}
+
+impl PortTable {
+    fn context(&self, e: DataFusionError) -> DataFusionError {
+        e.context(format!("reading output port `{}`", self.name))
+    }
+}
+
+#[async_trait]
+impl TableProvider for PortTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        self.inner.constraints()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.inner.get_table_definition()
+    }
+
+    fn get_logical_plan(&'_ self) -> Option<Cow<'_, LogicalPlan>> {
+        self.inner.get_logical_plan()
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.inner.get_column_default(column)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        self.inner
+            .scan(state, projection, filters, limit)
+            .await
+            .map_err(|e| self.context(e))
+    }
+
+    async fn scan_with_args<'a>(
+        &self,
+        state: &dyn Session,
+        args: ScanArgs<'a>,
+    ) -> DFResult<ScanResult> {
+        self.inner
+            .scan_with_args(state, args)
+            .await
+            .map_err(|e| self.context(e))
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        self.inner.statistics()
+    }
+}
