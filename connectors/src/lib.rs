@@ -1,0 +1,29 @@
+//! meshql connectors: what turns a `sources:` entry and a port's keys into a table.
+//!
+//! | file | kinds / formats |
+//! |---|---|
+//! | `lake.rs` | sources `local` and `s3` (object stores); dispatches on the port's `format:` |
+//! | `files.rs` | formats `parquet`, `csv`, `json` (DataFusion listing tables) |
+//! | `delta.rs` | format `delta` (deltalake) |
+//!
+//! Adding a connector touches four places: its file here, one `register` line in
+//! [`default_connectors`], one cargo feature in `Cargo.toml`, and one `.slt` file under
+//! `tests/slt/` that queries a port through it.
+
+use std::sync::Arc;
+
+use meshql_engine::ConnectorRegistry;
+
+#[cfg(feature = "delta")]
+mod delta;
+mod files;
+mod lake;
+
+pub use lake::LakeConnector;
+
+/// Every connector compiled into this build.
+pub fn default_connectors() -> ConnectorRegistry {
+    let mut registry = ConnectorRegistry::new();
+    registry.register(Arc::new(LakeConnector));
+    registry
+}
