@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every meshql test on a fresh machine. It installs what is missing (a fast linker
+# from apt, an S3-compatible server from PyPI in a venv), starts the S3 server on
+# loopback, checks formatting and lints, and runs the one integration-test binary plus
+# the unit tests. Build output goes to $CARGO_TARGET_DIR (default ~/.cache/meshql/target)
+# so that a fresh clone reuses an earlier build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+# A Python venv with the moto S3 server (pinned).
+VENV="${MESHQL_VENV:-$HOME/.cache/meshql/venv}"
+if ! "$VENV/bin/python" -c 'import moto.server' 2>/dev/null; then
+  echo "== setting up $VENV (moto S3 server)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+fi
+
+# The S3 server on a free loopback port, stopped when this script exits.
+PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+S3_LOG=$(mktemp -t meshql-moto.XXXXXX.log)
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$S3_LOG" 2>&1 &
+S3_PID=$!
+trap 'kill $S3_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if "$VENV/bin/python" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/')" 2>/dev/null; then break; fi
+  if ! kill -0 "$S3_PID" 2>/dev/null; then echo "moto_server died:"; cat "$S3_LOG"; exit 1; fi
+  sleep 0.2
+done
+export MESHQL_TEST_S3_ENDPOINT="http://127.0.0.1:$PORT"
+echo "== S3 server (moto) at $MESHQL_TEST_S3_ENDPOINT"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+$LINK cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+$LINK cargo test --workspace --all-targets "$@"

@@ -1,0 +1,223 @@
+//! Lake ports: pushdown visible in EXPLAIN, partition pruning, Delta file skipping and
+//! time travel, S3, and a broken port that does not take the others down.
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use meshql_engine::MeshEngine;
+
+use crate::support::fixture::{copy_dir, fixture};
+
+async fn collect(engine: &MeshEngine, sql: &str) -> Vec<RecordBatch> {
+    engine
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+async fn count(engine: &MeshEngine, sql: &str) -> i64 {
+    let batches = collect(engine, sql).await;
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+/// The physical plan of `sql`, as text.
+async fn physical_plan(engine: &MeshEngine, sql: &str) -> String {
+    let batches = collect(engine, &format!("EXPLAIN {sql}")).await;
+    let mut out = String::new();
+    for batch in &batches {
+        let kinds = batch.column(0).as_string::<i32>();
+        let plans = batch.column(1).as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            if kinds.value(i) == "physical_plan" {
+                out.push_str(plans.value(i));
+            }
+        }
+    }
+    assert!(!out.is_empty(), "no physical plan for {sql}");
+    out
+}
+
+/// The `DataSourceExec` lines of a plan.
+fn scans(plan: &str) -> Vec<&str> {
+    plan.lines()
+        .filter(|l| l.contains("DataSourceExec"))
+        .collect()
+}
+
+#[tokio::test]
+async fn parquet_scan_receives_projection_filter_and_limit() {
+    let engine = fixture().engine().await;
+    let plan = physical_plan(
+        &engine,
+        "SELECT l_orderkey FROM sales.orders.lineitem WHERE l_quantity > 45 LIMIT 7",
+    )
+    .await;
+    let scan = scans(&plan).join("\n");
+    assert!(
+        scan.contains("projection=[l_orderkey"),
+        "projection not pushed:\n{plan}"
+    );
+    assert!(
+        !scan.contains("l_comment"),
+        "unneeded columns read:\n{plan}"
+    );
+    assert!(
+        scan.contains("predicate=l_quantity@"),
+        "filter not pushed into the Parquet scan:\n{plan}"
+    );
+    assert!(scan.contains("file_type=parquet"), "{plan}");
+
+    let plan = physical_plan(
+        &engine,
+        "SELECT c_name FROM customer.profile.customer LIMIT 3",
+    )
+    .await;
+    assert!(
+        scans(&plan).join("\n").contains("limit=3"),
+        "limit not pushed into the scan:\n{plan}"
+    );
+}
+
+#[tokio::test]
+async fn hive_partitions_are_pruned_before_reading_files() {
+    let engine = fixture().engine().await;
+    // (count(*) alone is answered from file statistics without a scan.)
+    let plan = physical_plan(
+        &engine,
+        "SELECT sum(l_quantity) FROM sales.orders.lineitem WHERE l_returnflag = 'R'",
+    )
+    .await;
+    let scan = scans(&plan).join("\n");
+    assert!(scan.contains("l_returnflag=R"), "{plan}");
+    assert!(
+        !scan.contains("l_returnflag=A") && !scan.contains("l_returnflag=N"),
+        "partitions not pruned:\n{plan}"
+    );
+    let r = count(
+        &engine,
+        "SELECT count(*) FROM sales.orders.lineitem WHERE l_returnflag = 'R'",
+    )
+    .await;
+    let all = count(&engine, "SELECT count(*) FROM sales.orders.lineitem").await;
+    assert!(r > 0 && r < all, "R={r} all={all}");
+}
+
+#[tokio::test]
+async fn delta_time_travel_and_file_skipping() {
+    let engine = fixture().engine().await;
+    // Version 0 holds the first generated batch, version 1 appends the rest.
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM sales.orders.orders_v0").await,
+        8192
+    );
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM sales.orders.orders").await,
+        15000
+    );
+
+    // Order keys below 100 only exist in the file of version 0: the Delta log's
+    // statistics let the scan skip the other file.
+    let plan = physical_plan(
+        &engine,
+        "SELECT o_orderkey, o_totalprice FROM sales.orders.orders WHERE o_orderkey < 100",
+    )
+    .await;
+    let all_files = physical_plan(
+        &engine,
+        "SELECT o_orderkey, o_totalprice FROM sales.orders.orders",
+    )
+    .await;
+    let files = |p: &str| p.matches(".parquet").count();
+    assert!(
+        files(&all_files) >= 2,
+        "expected two data files:\n{all_files}"
+    );
+    assert!(files(&plan) < files(&all_files), "no file skipped:\n{plan}");
+    assert!(
+        !plan.contains("o_comment"),
+        "projection not pushed:\n{plan}"
+    );
+}
+
+#[tokio::test]
+async fn s3_ports_answer_a_cross_domain_join() {
+    let engine = fixture().engine().await;
+    // customer (Parquet on S3) x nation (CSV, local) x orders (Delta, local).
+    let batches = collect(
+        &engine,
+        "SELECT n.n_name, count(*) AS orders
+         FROM sales.orders.orders o
+         JOIN customer.profile.customer c ON o.o_custkey = c.c_custkey
+         JOIN customer.geo.nation n ON c.c_nationkey = n.n_nationkey
+         GROUP BY n.n_name ORDER BY orders DESC, n.n_name LIMIT 3",
+    )
+    .await;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(rows, 3);
+    let total = count(
+        &engine,
+        "SELECT count(*) FROM sales.orders.orders o JOIN customer.profile.customer c ON o.o_custkey = c.c_custkey",
+    )
+    .await;
+    assert_eq!(total, 15000, "every order has its customer");
+    // part is Delta on S3, supplier two CSV files on S3 matched by a glob.
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM supply.catalog.part").await,
+        2000
+    );
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM supply.catalog.supplier").await,
+        100
+    );
+}
+
+#[tokio::test]
+async fn a_broken_port_fails_alone_and_names_itself() {
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tmp");
+    copy_dir(&f.root, dir.path());
+    // Break one port: remove its data.
+    std::fs::remove_dir_all(dir.path().join("data/supply/partsupp")).expect("rm");
+    let spec =
+        meshql_engine::config::load_mesh_with_env(&dir.path().join("mesh.yaml"), &f.lookup())
+            .expect("loads");
+    let engine = MeshEngine::from_spec(spec, &meshql_connectors::default_connectors()).await;
+
+    let problems = engine.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let p = problems[0].to_string();
+    assert!(p.contains("domains/supply.yaml:"), "{p}");
+    assert!(p.contains("supply.catalog.partsupp"), "{p}");
+    assert!(p.contains("does not exist"), "{p}");
+
+    let err = engine
+        .sql("SELECT * FROM supply.catalog.partsupp")
+        .await
+        .expect_err("broken port must fail")
+        .to_string();
+    assert!(
+        err.contains("output port `supply.catalog.partsupp` is unavailable"),
+        "{err}"
+    );
+    assert!(err.contains("supply/partsupp/*.parquet"), "{err}");
+
+    // Every other port keeps answering, and so do the listings.
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM supply.catalog.part").await,
+        2000
+    );
+    let listed = count(&engine, "SELECT count(*) FROM information_schema.tables WHERE table_catalog = 'supply' AND table_schema = 'catalog'").await;
+    assert_eq!(listed, 2, "information_schema lists the readable ports");
+    let batches = collect(
+        &engine,
+        "SELECT status, error FROM mesh.meta.output_ports WHERE name = 'supply.catalog.partsupp'",
+    )
+    .await;
+    assert_eq!(
+        batches[0].column(0).as_string::<i32>().value(0),
+        "unavailable"
+    );
+    assert!(!batches[0].column(1).is_null(0));
+}

@@ -1,0 +1,9 @@
+//! meshql integration tests: one binary for the whole workspace (each test binary links
+//! all of DataFusion). Needs the environment the README's test command sets up.
+
+mod support;
+
+mod check;
+mod lake;
+mod query;
+mod slt;

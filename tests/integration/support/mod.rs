@@ -1,0 +1,6 @@
+//! Shared test support: the fixture mesh, the S3 server, the slt runner, the binary.
+
+pub mod cli;
+pub mod fixture;
+pub mod s3;
+pub mod slt;

@@ -1,0 +1,161 @@
+//! sqllogictest over the embedded engine. The Flight SQL path (server issue) runs the
+//! same files with its own `AsyncDB`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use async_trait::async_trait;
+use meshql_engine::MeshEngine;
+use sqllogictest::{DBOutput, DefaultColumnType};
+
+/// One embedded connection to the test mesh.
+pub struct EngineDb {
+    pub engine: Arc<MeshEngine>,
+}
+
+#[derive(Debug)]
+pub struct SltError(pub String);
+
+impl std::fmt::Display for SltError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SltError {}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for EngineDb {
+    type Error = SltError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
+        let result = async {
+            let df = self.engine.sql(sql).await?;
+            let schema = Arc::clone(df.schema().inner());
+            let batches = df.collect().await.map_err(meshql_engine::Error::from)?;
+            Ok::<_, meshql_engine::Error>((schema, batches))
+        };
+        let (schema, batches) = result.await.map_err(|e| SltError(e.to_string()))?;
+        if schema.fields().is_empty() {
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect();
+        Ok(DBOutput::Rows {
+            types,
+            rows: rows(&batches).map_err(SltError)?,
+        })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "meshql-embedded"
+    }
+}
+
+pub fn column_type(t: &DataType) -> DefaultColumnType {
+    match t {
+        t if t.is_integer() => DefaultColumnType::Integer,
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+            DefaultColumnType::FloatingPoint
+        }
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => DefaultColumnType::FloatingPoint,
+        _ => DefaultColumnType::Text,
+    }
+}
+
+/// Values as text: NULL for nulls, `(empty)` for empty strings (slt cannot show them).
+pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, String> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        for row in 0..batch.num_rows() {
+            out.push(
+                formatters
+                    .iter()
+                    .map(|f| {
+                        let s = f.value(row).to_string();
+                        if s.is_empty() {
+                            "(empty)".to_string()
+                        } else {
+                            s
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Every `.slt` file under tests/slt, optionally filtered by `MESHQL_SLT` (substring).
+pub fn slt_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/slt");
+    let filter = std::env::var("MESHQL_SLT").unwrap_or_default();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .filter(|p| p.to_string_lossy().contains(&filter))
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no .slt files in {} (filter {filter:?})",
+        dir.display()
+    );
+    files
+}
+
+/// Run (or with `MESHQL_SLT_COMPLETE=1`, rewrite the expected output of) every file
+/// against connections made by `connect`. Panics listing every failing file.
+pub async fn run_all<D, F, Fut>(connect: F)
+where
+    D: sqllogictest::AsyncDB<ColumnType = DefaultColumnType> + 'static,
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<D, D::Error>> + Send,
+{
+    let complete = std::env::var("MESHQL_SLT_COMPLETE").is_ok_and(|v| v == "1");
+    let mut failures = Vec::new();
+    for file in slt_files() {
+        let mut runner = sqllogictest::Runner::new(connect.clone());
+        runner.with_column_validator(sqllogictest::strict_column_validator);
+        if complete {
+            runner
+                .update_test_file(
+                    &file,
+                    " ",
+                    sqllogictest::default_validator,
+                    sqllogictest::default_normalizer,
+                    sqllogictest::strict_column_validator,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("completing {}: {e}", file.display()));
+        } else if let Err(e) = runner.run_file_async(&file).await {
+            failures.push(format!("{}:\n{}", file.display(), e.display(true)));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} .slt file(s) failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
