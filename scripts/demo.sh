@@ -10,5 +10,6 @@ JOIN customer.profile.customer c ON o.o_custkey = c.c_custkey
 JOIN customer.geo.nation n ON c.c_nationkey = n.n_nationkey
 JOIN customer.geo.region r ON n.n_regionkey = r.r_regionkey
 GROUP BY r.r_name ORDER BY revenue DESC}"
-$LINK cargo build --quiet --bin meshql
+# Same targets as the test command, so both share one build of the dependencies.
+$LINK cargo build --quiet --workspace --all-targets
 "$CARGO_TARGET_DIR/debug/meshql" query --demo "$SQL"

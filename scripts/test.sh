@@ -35,4 +35,13 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 $LINK cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
-$LINK cargo test --workspace --all-targets "$@"
+TEST_LOG=$(mktemp -t meshql-test.XXXXXX.log)
+set +e
+$LINK cargo test --workspace --all-targets "$@" 2>&1 | tee "$TEST_LOG"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (cargo prints one per binary).
+passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$TEST_LOG" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -oE '^test result: .* ([0-9]+) failed' "$TEST_LOG" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+echo "tests: $passed passed, $failed failed"
+exit "$status"

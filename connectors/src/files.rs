@@ -247,6 +247,7 @@ pub(crate) async fn open(
             source.name(),
             source.describe()
         ))
+        .with_help("is the storage server up, and are the source's endpoint and credentials right?")
     };
 
     // A file, a directory, or a glob? Files take any extension; directories only

@@ -129,13 +129,27 @@ fn local_source(options: &Mapping, ctx: &SourceContext<'_>) -> Result<LakeSource
 fn s3_source(options: &Mapping, runtime: &Arc<RuntimeEnv>) -> Result<LakeSource, ConnectorError> {
     #[cfg(feature = "s3")]
     {
+        use std::time::Duration;
+
         use object_store::aws::AmazonS3Builder;
+        use object_store::{ClientOptions, RetryConfig};
 
         let config: S3SourceConfig = decode(Value::Mapping(options.clone()))?;
         // Start from the environment (AWS_*), so credentials may come from there.
+        // Fail fast when the endpoint is down: a mesh must load (and `check` answer) in
+        // seconds, not after object_store's default three minutes of retries.
+        let client = ClientOptions::new()
+            .with_allow_http(config.allow_http)
+            .with_connect_timeout(Duration::from_secs(5));
+        let retry = RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(20),
+            ..RetryConfig::default()
+        };
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&config.bucket)
-            .with_allow_http(config.allow_http);
+            .with_client_options(client)
+            .with_retry(retry);
         if let Some(region) = &config.region {
             builder = builder.with_region(region);
         }

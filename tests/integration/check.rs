@@ -344,3 +344,48 @@ fn documented_columns_must_exist() {
         &["hr.staff.people", "column `nmae`", "did you mean `name`?"],
     );
 }
+
+#[test]
+fn a_source_that_is_down_fails_its_ports_fast_and_only_them() {
+    let dir = mesh_dir(&[(
+        "mesh.yaml",
+        "version: 1\nsources:\n  lake: { kind: local, root: ./data }\n  \
+         down: { kind: s3, bucket: b, endpoint: \"http://127.0.0.1:1\", allow_http: true, access_key_id: k, secret_access_key: s }\n\
+         domains:\n  hr:\n    products:\n      staff:\n        output_ports:\n          \
+         people: { source: lake, format: csv, path: people.csv }\n          \
+         remote: { source: down, format: parquet, path: people.parquet }\n",
+    )]);
+    assert_problem(
+        dir.path(),
+        "mesh.yaml",
+        11,
+        &[
+            "hr.staff.remote",
+            "cannot reach source `down`",
+            "127.0.0.1:1",
+            "help:",
+        ],
+    );
+    let (_, out, _) = check(dir.path());
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "only the port on the down source fails:\n{out}"
+    );
+
+    // The other port still answers, with a warning naming the unavailable one.
+    let out = meshql_plain(
+        &[
+            "query",
+            "--config",
+            "mesh.yaml",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM hr.staff.people",
+        ],
+        Some(dir.path()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "n\n2\n");
+    assert!(stderr(&out).contains("hr.staff.remote"), "{}", stderr(&out));
+}

@@ -37,7 +37,15 @@ pub fn decode<T: DeserializeOwned>(value: Value) -> Result<T, DecodeError> {
             })
             .collect();
         let mut message = err.inner().to_string();
-        if let Some((field, expected)) = parse_unknown_field(&message) {
+        if let Some((variant, expected)) = parse_unknown(&message, "unknown variant `") {
+            message = format!(
+                "unknown value `{variant}`; expected one of: {}",
+                expected.join(", ")
+            );
+            if let Some(best) = closest(&variant, &expected) {
+                message = format!("unknown value `{variant}`; did you mean `{best}`?");
+            }
+        } else if let Some((field, expected)) = parse_unknown(&message, "unknown field `") {
             if path.last() != Some(&field) {
                 path.push(field.clone());
             }
@@ -54,10 +62,10 @@ pub fn decode<T: DeserializeOwned>(value: Value) -> Result<T, DecodeError> {
     })
 }
 
-/// Pull the field name and expected names out of serde's "unknown field `x`, expected
-/// `a`, `b`" message (serde has no structured form of it).
-fn parse_unknown_field(message: &str) -> Option<(String, Vec<String>)> {
-    let rest = message.strip_prefix("unknown field `")?;
+/// Pull the name and the expected names out of serde's "unknown field `x`, expected
+/// `a`, `b`" (or "unknown variant ...") message; serde has no structured form of it.
+fn parse_unknown(message: &str, prefix: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix(prefix)?;
     let end = rest.find('`')?;
     let field = rest[..end].to_string();
     // "`, expected `a`, `b` or `c`": names are the odd pieces after the field's quote.
@@ -119,6 +127,30 @@ mod tests {
         let err = decode::<Outer>(v).unwrap_err();
         assert_eq!(err.path, vec!["inner", "ownr"]);
         assert_eq!(err.message, "unknown key `ownr`; did you mean `owner`?");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)]
+    enum Format {
+        Parquet,
+        Csv,
+    }
+
+    #[test]
+    fn unknown_variant_suggests() {
+        let v: Value = serde_yaml::from_str("parquett").unwrap();
+        let err = decode::<Format>(v).unwrap_err();
+        assert_eq!(
+            err.message,
+            "unknown value `parquett`; did you mean `parquet`?"
+        );
+        let v: Value = serde_yaml::from_str("orc").unwrap();
+        let err = decode::<Format>(v).unwrap_err();
+        assert_eq!(
+            err.message,
+            "unknown value `orc`; expected one of: parquet, csv"
+        );
     }
 
     #[test]
