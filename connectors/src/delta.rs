@@ -53,10 +53,7 @@ pub(crate) async fn open(
     REGISTER_S3.call_once(|| deltalake::aws::register_handlers(None));
 
     let options = DeltaOptions::parse(options)?;
-    let mut url = url;
-    if !url.path().ends_with('/') {
-        url.set_path(&format!("{}/", url.path()));
-    }
+    let url = crate::lake::as_dir(url);
     let mut builder = DeltaTableBuilder::from_url(url.clone())
         .map_err(|e| ConnectorError::new(format!("invalid Delta table location: {e}")).at("path"))?
         .with_storage_backend(Arc::clone(&source.store), url);

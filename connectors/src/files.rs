@@ -141,6 +141,23 @@ impl FileOptions {
             }
             FileFormatKind::Csv => {
                 let mut o: CsvPortOptions = decode(value).map_err(at_options)?;
+                let chars = [
+                    ("delimiter", o.delimiter),
+                    ("quote", o.quote),
+                    ("escape", o.escape),
+                    ("comment", o.comment),
+                ];
+                for (key, c) in chars {
+                    if let Some(c) = c
+                        && !c.is_ascii()
+                    {
+                        return Err(ConnectorError::new(format!(
+                            "`{key}` must be one ASCII character, not `{c}`"
+                        ))
+                        .at(key)
+                        .at("options"));
+                    }
+                }
                 parsed.file_extension = o.file_extension.take();
                 parsed.partition_columns = std::mem::take(&mut o.partition_columns);
                 parsed.csv = o;
@@ -266,39 +283,27 @@ pub(crate) async fn open(
     } else {
         let object = ObjectPath::from_url_path(url.path())
             .map_err(|e| ConnectorError::new(e.to_string()).at("path"))?;
-        match source.store.head(&object).await {
-            Ok(_) => (listing_url(url)?, String::new()),
+        let is_dir = match source.store.head(&object).await {
+            Ok(_) => false,
             Err(object_store::Error::NotFound { .. }) => {
-                let listed = source.store.list(Some(&object)).try_next().await;
-                match listed {
-                    Ok(Some(_)) => {
-                        let mut dir = url.clone();
-                        if !dir.path().ends_with('/') {
-                            dir.set_path(&format!("{}/", dir.path()));
-                        }
-                        let extension = options
-                            .file_extension
-                            .clone()
-                            .unwrap_or_else(|| options.default_extension().to_string());
-                        (listing_url(dir)?, extension)
-                    }
+                match source.store.list(Some(&object)).try_next().await {
+                    Ok(Some(_)) => true,
                     Ok(None) => return Err(not_found()),
                     Err(e) => return Err(io(e)),
                 }
             }
             // A local directory answers HEAD with an error other than NotFound.
-            Err(_) if url.scheme() == "file" && std::path::Path::new(url.path()).is_dir() => {
-                let mut dir = url.clone();
-                if !dir.path().ends_with('/') {
-                    dir.set_path(&format!("{}/", dir.path()));
-                }
-                let extension = options
-                    .file_extension
-                    .clone()
-                    .unwrap_or_else(|| options.default_extension().to_string());
-                (listing_url(dir)?, extension)
-            }
+            Err(_) if url.scheme() == "file" && std::path::Path::new(url.path()).is_dir() => true,
             Err(e) => return Err(io(e)),
+        };
+        if is_dir {
+            let extension = options
+                .file_extension
+                .clone()
+                .unwrap_or_else(|| options.default_extension().to_string());
+            (listing_url(crate::lake::as_dir(url))?, extension)
+        } else {
+            (listing_url(url)?, String::new())
         }
     };
 
@@ -321,7 +326,7 @@ pub(crate) async fn open(
     listing = listing.with_table_partition_cols(partition_cols);
 
     let schema = listing.infer_schema(state, &table_url).await.map_err(|e| {
-        let message = e.strip_backtrace();
+        let message = meshql_engine::Error::from(e).to_string();
         if message.contains("No files found") || message.contains("not found") {
             not_found()
         } else {

@@ -30,7 +30,7 @@ struct LocalSourceConfig {
 }
 
 /// `kind: s3`
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct S3SourceConfig {
     pub bucket: String,
@@ -42,6 +42,18 @@ pub(crate) struct S3SourceConfig {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for S3SourceConfig {
+    /// Never prints credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3SourceConfig")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("allow_http", &self.allow_http)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `format`, `path` and `options` of a lake port.
@@ -227,9 +239,18 @@ impl LakeSource {
             ))
             .at("path"));
         }
-        self.root_url
+        let url = self
+            .root_url
             .join(path)
-            .map_err(|e| ConnectorError::new(format!("invalid path `{path}`: {e}")).at("path"))
+            .map_err(|e| ConnectorError::new(format!("invalid path `{path}`: {e}")).at("path"))?;
+        // `Url::join` resolves `%2e%2e` like `..`: check the result, not just the text.
+        if !url.as_str().starts_with(self.root_url.as_str()) {
+            return Err(ConnectorError::new(format!(
+                "path `{path}` must be relative to the source root and stay inside it"
+            ))
+            .at("path"));
+        }
+        Ok(url)
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -260,8 +281,6 @@ impl Source for LakeSource {
                 err = err.with_help("add `format: parquet` (or csv, json, delta)");
             } else if err.message.contains("missing field `path`") {
                 err = err.with_help("add `path:`, a file, directory or glob inside the source");
-            } else if err.message.contains("unknown variant") {
-                err = err.at("format");
             }
             err
         })?;
@@ -309,6 +328,14 @@ impl Source for LakeSource {
             }
         }
     }
+}
+
+/// The URL with a trailing `/`, as directory URLs must have.
+pub(crate) fn as_dir(mut url: Url) -> Url {
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    url
 }
 
 fn file_kind(format: LakeFormat) -> FileFormatKind {

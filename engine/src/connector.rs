@@ -21,7 +21,9 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use serde_yaml::Mapping;
 
 use crate::config::DecodeError;
+use crate::config::load::Origin;
 use crate::config::spans::KeyPath;
+use crate::problem::Problem;
 
 /// What went wrong opening a source or a port, pointing at the offending key.
 #[derive(Debug, Clone)]
@@ -49,6 +51,19 @@ impl ConnectorError {
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
+    }
+}
+
+impl ConnectorError {
+    /// The problem this error is, located inside the entity declared at `origin`.
+    pub fn into_problem(self, origin: &Origin, subject: impl Into<String>) -> Problem {
+        let problem = origin
+            .problem_at(&self.path, self.message)
+            .with_subject(subject);
+        match self.help {
+            Some(help) => problem.with_help(help),
+            None => problem,
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 
+use crate::config::access::AccessConfig;
 use crate::config::load::MeshSpec;
 use crate::config::load::load_mesh;
 use crate::connector::ConnectorRegistry;
@@ -19,6 +20,7 @@ use crate::problem::Problem;
 pub struct MeshEngine {
     ctx: SessionContext,
     registry: Arc<MeshRegistry>,
+    access: Option<AccessConfig>,
 }
 
 impl std::fmt::Debug for MeshEngine {
@@ -40,8 +42,18 @@ impl MeshEngine {
 
     pub async fn from_spec(spec: MeshSpec, connectors: &ConnectorRegistry) -> Self {
         let ctx = SessionContext::new_with_config(Self::session_config());
+        let access = spec.access.clone();
         let registry = register_mesh(spec, connectors, &ctx).await;
-        MeshEngine { ctx, registry }
+        MeshEngine {
+            ctx,
+            registry,
+            access,
+        }
+    }
+
+    /// The `access:` section, if the mesh has one (no section = open mode).
+    pub fn access(&self) -> Option<&AccessConfig> {
+        self.access.as_ref()
     }
 
     /// Session defaults: information_schema on; unqualified names resolve in `mesh.meta`;

@@ -16,16 +16,47 @@ pub enum Error {
     #[error("{}", strip_datafusion_context(.0))]
     DataFusion(#[from] DataFusionError),
 
+    /// What meshql needs around it is not usable (a directory, a file), with the fix.
+    #[error("{0}")]
+    Setup(String),
+
     /// A broken invariant inside meshql: a bug, never the user's fault.
     #[error("internal error: {0}. This is a bug in meshql, please report it")]
     Internal(String),
 }
 
-/// DataFusion wraps errors in layers of context; users need the innermost message plus
-/// the kind ("Error during planning").
+/// DataFusion wraps errors in layers; users need the context we added (which port was
+/// being read) and the innermost message, without the layers in between.
 fn strip_datafusion_context(e: &DataFusionError) -> String {
-    match e.find_root() {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = e;
+    loop {
+        match current {
+            DataFusionError::Context(context, inner) => {
+                parts.push(context.clone());
+                current = inner;
+            }
+            DataFusionError::Shared(inner) => current = inner,
+            _ => break,
+        }
+    }
+    parts.push(match current.find_root() {
         DataFusionError::External(inner) => inner.to_string(),
         root => root.to_string(),
+    });
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_our_context_and_the_root() {
+        let e = DataFusionError::Plan("no such file".into()).context("reading output port `a.b.c`");
+        assert_eq!(
+            Error::from(e).to_string(),
+            "reading output port `a.b.c`: Error during planning: no such file"
+        );
     }
 }

@@ -59,7 +59,8 @@ impl Problem {
 }
 
 impl fmt::Display for Problem {
-    /// `FILE:LINE:COL: subject: message (help: ...)`, the format editors jump to.
+    /// `FILE:LINE:COL: subject: message (help: ...)`, the format editors jump to, always
+    /// on one line (so tools can read one problem per line).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -67,7 +68,7 @@ impl fmt::Display for Problem {
             self.file.display(),
             self.position.line,
             self.position.column,
-            self.describe()
+            self.describe().replace('\n', " ")
         )
     }
 }

@@ -51,8 +51,20 @@ pub async fn ensure_demo(dir: &Path) -> Result<PathBuf> {
     })?;
     let marker = dir.join(".meshql-demo");
     let mesh = dir.join("mesh.yaml");
-    if std::fs::read_to_string(&marker).is_ok_and(|v| v.trim() == DEMO_VERSION) {
-        return Ok(mesh);
+    match std::fs::read_to_string(&marker) {
+        Ok(v) if v.trim() == DEMO_VERSION => return Ok(mesh),
+        // An older demo: ours to replace.
+        Ok(_) => {}
+        // Never delete a directory we did not make: it may be the user's.
+        Err(_) if dir.exists() && !is_empty_dir(dir) => {
+            return Err(Error::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::other(
+                    "the directory exists and is not a meshql demo directory; choose an empty or new --data-dir",
+                ),
+            });
+        }
+        Err(_) => {}
     }
     // Generate into a fresh sibling directory, then swap it in: an interrupted run
     // never leaves a half-written demo behind.
@@ -68,12 +80,27 @@ pub async fn ensure_demo(dir: &Path) -> Result<PathBuf> {
     ));
     let _ = std::fs::remove_dir_all(&staging);
     generate_demo(&staging).await?;
-    let _ = std::fs::remove_dir_all(dir);
+    // Another process may have finished the same demo meanwhile: keep theirs.
+    if std::fs::read_to_string(&marker).is_ok_and(|v| v.trim() == DEMO_VERSION) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Ok(mesh);
+    }
+    if dir.exists() {
+        // Only an empty directory or an older demo (checked above) gets here.
+        std::fs::remove_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
     std::fs::rename(&staging, dir).map_err(|source| Error::Io {
         path: dir.to_path_buf(),
         source,
     })?;
     Ok(mesh)
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
 }
 
 /// Write the demo mesh files and data into `dir`.

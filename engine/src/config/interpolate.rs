@@ -72,9 +72,9 @@ fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, St
         }
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unterminated `${{` in `{s}`"))?;
+        let end = after.find('}').ok_or_else(|| {
+            String::from("unterminated `${` in this value (write `$${` for a literal `${`)")
+        })?;
         let reference = &after[..end];
         let var = reference.strip_prefix("env:").ok_or_else(|| {
             format!(

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde_yaml::Value;
 
+use super::access::AccessConfig;
 use super::decode::{DecodeError, decode};
 use super::interpolate::{MissingVar, interpolate};
 use super::model::*;
@@ -137,6 +138,8 @@ pub struct MeshSpec {
     /// Problems outside sources and ports (whose problems stay in their `config`): an
     /// included file, a domain or a product that was skipped.
     pub problems: Vec<Problem>,
+    /// The `access:` section; `None` means the mesh runs open (loopback only).
+    pub access: Option<AccessConfig>,
 }
 
 impl MeshSpec {
@@ -196,6 +199,10 @@ pub fn load_mesh_with_env(
             .with_help(format!("this meshql reads `version: {MESH_FILE_VERSION}`")),
         ]));
     }
+    let access = match main.access {
+        None => None,
+        Some(value) => Some(decode_access(&root_origin, value, &loader.missing)?),
+    };
     loader.add_entities(&root_origin, main.sources, main.domains);
     loader.include(&root_origin, &main.include);
     loader.report_unclaimed_missing();
@@ -206,7 +213,41 @@ pub fn load_mesh_with_env(
         sources: loader.sources,
         domains: loader.domains,
         problems: loader.problems,
+        access,
     })
+}
+
+/// Decode `access:`; any problem in it is fatal (never fall back to open mode).
+fn decode_access(
+    root: &Origin,
+    value: Value,
+    missing: &[(Arc<MeshFile>, MissingVar)],
+) -> Result<AccessConfig> {
+    let origin = root.child("access");
+    if let Some((file, m)) = missing
+        .iter()
+        .find(|(_, m)| m.path.starts_with(&origin.path))
+    {
+        return Err(Error::Config(vec![
+            file.problem(&m.path, m.message.clone())
+                .with_subject("access")
+                .with_help("export the variable before starting meshql"),
+        ]));
+    }
+    let access: AccessConfig = decode(value)
+        .map_err(|e| Error::Config(vec![origin.decode_problem(e).with_subject("access")]))?;
+    for (name, user) in &access.users {
+        user.validate().map_err(|m| {
+            Error::Config(vec![
+                origin
+                    .child("users")
+                    .child(name)
+                    .problem(m)
+                    .with_subject(format!("user `{name}`")),
+            ])
+        })?;
+    }
+    Ok(access)
 }
 
 struct Loader<'a> {
@@ -287,7 +328,8 @@ impl Loader<'_> {
     }
 
     fn include(&mut self, root: &Origin, globs: &[String]) {
-        let mut seen: Vec<PathBuf> = vec![root.file.path.clone()];
+        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let mut seen: Vec<PathBuf> = vec![canonical(&root.file.path)];
         for (i, pattern) in globs.iter().enumerate() {
             let at = root.child("include").child(&i.to_string());
             let full = root.file.dir.join(pattern);
@@ -309,10 +351,10 @@ impl Loader<'_> {
                     }
                 };
                 matched += 1;
-                if seen.contains(&path) {
+                if seen.contains(&canonical(&path)) {
                     continue;
                 }
-                seen.push(path.clone());
+                seen.push(canonical(&path));
                 match self.read_file(&path) {
                     Ok((file, value)) => {
                         let origin = Origin {

@@ -1,5 +1,6 @@
 //! The mesh configuration: file format, loading, positions for error messages.
 
+pub mod access;
 pub mod decode;
 pub mod interpolate;
 pub mod load;

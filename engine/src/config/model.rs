@@ -25,6 +25,8 @@ pub struct MeshFileConfig {
     pub sources: BTreeMap<String, Value>,
     #[serde(default)]
     pub domains: BTreeMap<String, Value>,
+    /// Sign-in (and later access rules); decoded by the loader.
+    pub access: Option<Value>,
 }
 
 /// A file pulled in by `include:`. It may only add sources and domains.
@@ -38,11 +40,26 @@ pub struct DomainFileConfig {
 }
 
 /// `sources.NAME`: where data lives. `kind` picks the connector, which validates the rest.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct SourceConfig {
     pub kind: String,
+    /// Connector keys, secrets already interpolated: never printed.
     #[serde(flatten)]
     pub options: Mapping,
+}
+
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<String> = self
+            .options
+            .keys()
+            .map(super::interpolate::key_string)
+            .collect();
+        f.debug_struct("SourceConfig")
+            .field("kind", &self.kind)
+            .field("keys", &keys)
+            .finish()
+    }
 }
 
 /// `domains.NAME`: a business domain; becomes a SQL catalog.

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::Result as DFResult;
-use datafusion::execution::SessionState;
 
-use super::port::PortEntry;
+use super::port::{Opener, PortEntry};
 
 /// A domain as a catalog.
 #[derive(Debug)]
@@ -41,19 +40,19 @@ pub struct ProductSchema {
     owner: Option<String>,
     ports: BTreeMap<String, Arc<PortEntry>>,
     /// Used to reopen a port that failed (see [`PortEntry::table_or_error`]).
-    opening_state: SessionState,
+    opener: Opener,
 }
 
 impl ProductSchema {
     pub fn new(
         owner: Option<String>,
         ports: BTreeMap<String, Arc<PortEntry>>,
-        opening_state: SessionState,
+        opener: Opener,
     ) -> Self {
         ProductSchema {
             owner,
             ports,
-            opening_state,
+            opener,
         }
     }
 }
@@ -78,7 +77,7 @@ impl SchemaProvider for ProductSchema {
     /// A broken port is an error naming the port and the cause, not "table not found".
     async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
         match self.ports.get(name) {
-            Some(port) => port.table_or_error(&self.opening_state).await.map(Some),
+            Some(port) => port.table_or_error(&self.opener).await.map(Some),
             None => Ok(None),
         }
     }

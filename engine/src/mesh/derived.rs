@@ -92,11 +92,23 @@ pub async fn plan_derived_ports(ports: &[Arc<PortEntry>], state: &SessionState) 
                 let view = ViewTable::new(plan, p.entry.info.sql.clone());
                 p.entry.set_state(PortState::Ready(Arc::new(view)));
             }
-            Err(e) => fail(
-                &p.entry,
-                format!("invalid SQL: {}", e.strip_backtrace()),
-                "fix the statement in `sql:`",
-            ),
+            Err(e) => {
+                let message = e.strip_backtrace();
+                if message.contains("is unavailable") {
+                    // The SQL is fine; a port it reads is not.
+                    fail(
+                        &p.entry,
+                        format!("reads an unavailable port: {message}"),
+                        "fix that port; derived ports are planned when the mesh loads",
+                    )
+                } else {
+                    fail(
+                        &p.entry,
+                        format!("invalid SQL: {message}"),
+                        "fix the statement in `sql:`",
+                    )
+                }
+            }
         }
     }
 }

@@ -9,7 +9,6 @@ pub mod port;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use datafusion::execution::context::SessionContext;
 use futures::StreamExt;
@@ -20,12 +19,12 @@ use crate::config::model::PortConfig;
 use crate::connector::{ConnectorRegistry, PortLocation, Source, SourceContext};
 use crate::problem::Problem;
 use catalog::{DomainCatalog, ProductSchema};
-use port::{PortEntry, PortInfo, PortKind, PortState, Reopen, open_port};
+use port::{
+    OPEN_TIMEOUT, Opener, PortEntry, PortInfo, PortKind, PortState, Reopen, open_port, timed_out,
+};
 
 /// Ports opened at the same time while a mesh loads.
 const OPEN_CONCURRENCY: usize = 8;
-/// A port whose source does not answer within this time is marked unavailable.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub struct DomainInfo {
@@ -106,7 +105,11 @@ pub async fn register_mesh(
     // Declare every port; source ports get what they need to open.
     let mut to_open = Vec::new();
     let mut derived = Vec::new();
-    let opening_state = ctx.state();
+    let opener = Opener {
+        runtime: ctx.runtime_env(),
+        config: ctx.copied_config(),
+    };
+    let opening_state = opener.state();
     let mut domains = BTreeMap::new();
     for domain in spec.domains.into_values() {
         let info = declare_domain(domain, &sources, &mut to_open, &mut derived);
@@ -127,15 +130,7 @@ pub async fn register_mesh(
                     .await
                     {
                         Ok(result) => result,
-                        Err(_) => Err(entry
-                            .info
-                            .origin
-                            .problem(format!(
-                                "source `{}` did not answer within {}s",
-                                entry.info.source.as_deref().unwrap_or_default(),
-                                OPEN_TIMEOUT.as_secs()
-                            ))
-                            .with_subject(format!("output port `{}`", entry.info.name))),
+                        Err(_) => Err(timed_out(&entry.info)),
                     };
                     entry.set_state(match opened {
                         Ok(table) => PortState::Ready(table),
@@ -151,11 +146,8 @@ pub async fn register_mesh(
             .products
             .values()
             .map(|p| {
-                let schema = ProductSchema::new(
-                    domain.owner.clone(),
-                    p.ports.clone(),
-                    opening_state.clone(),
-                );
+                let schema =
+                    ProductSchema::new(domain.owner.clone(), p.ports.clone(), opener.clone());
                 (p.name.clone(), Arc::new(schema))
             })
             .collect();
@@ -234,14 +226,7 @@ fn open_source(
             info.source = Some(source);
         }
         Err(e) => {
-            let mut problem = spec
-                .origin
-                .problem_at(&e.path, e.message)
-                .with_subject(subject);
-            if let Some(help) = e.help {
-                problem = problem.with_help(help);
-            }
-            info.problem = Some(problem);
+            info.problem = Some(e.into_problem(&spec.origin, subject));
         }
     }
     info
@@ -368,13 +353,7 @@ fn declare_port(
     match source.describe_port(&config.location) {
         Ok(location) => info.location = location,
         Err(e) => {
-            let mut problem = info
-                .origin
-                .problem_at(&e.path, e.message)
-                .with_subject(subject);
-            if let Some(help) = e.help {
-                problem = problem.with_help(help);
-            }
+            let problem = e.into_problem(&info.origin, subject);
             return Arc::new(PortEntry::new(info, None, PortState::broken(problem)));
         }
     }

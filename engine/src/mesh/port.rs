@@ -12,8 +12,11 @@ use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
 use datafusion::common::{Constraints, Statistics};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::SessionState;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
 use serde_yaml::Mapping;
 
 use crate::config::PortName;
@@ -24,6 +27,26 @@ use crate::problem::Problem;
 
 /// How long a port that failed to open is left alone before a query tries it again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// A port whose source does not answer within this time is marked unavailable.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Builds the session state ports are (re)opened with. It holds no catalogs, so the
+/// catalogs that keep it do not form a reference cycle with the session.
+#[derive(Debug, Clone)]
+pub struct Opener {
+    pub runtime: Arc<RuntimeEnv>,
+    pub config: SessionConfig,
+}
+
+impl Opener {
+    pub fn state(&self) -> SessionState {
+        SessionStateBuilder::new()
+            .with_config(self.config.clone())
+            .with_runtime_env(Arc::clone(&self.runtime))
+            .with_default_features()
+            .build()
+    }
+}
 
 /// What kind of port this is, for metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +99,8 @@ pub struct PortEntry {
     pub info: PortInfo,
     reopen: Option<Reopen>,
     state: RwLock<PortState>,
+    /// One reopen at a time: concurrent queries wait for it instead of all retrying.
+    reopening: tokio::sync::Mutex<()>,
 }
 
 impl PortEntry {
@@ -84,6 +109,7 @@ impl PortEntry {
             info,
             reopen,
             state: RwLock::new(state),
+            reopening: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -110,33 +136,56 @@ impl PortEntry {
 
     /// The table, reopening a broken source port when its last failure is old enough
     /// (a source that was down at start comes back without a restart).
-    pub async fn table_or_error(&self, state: &SessionState) -> DFResult<Arc<dyn TableProvider>> {
+    pub async fn table_or_error(&self, opener: &Opener) -> DFResult<Arc<dyn TableProvider>> {
+        let (problem, since) = match self.state() {
+            PortState::Ready(table) => return Ok(table),
+            PortState::Broken { problem, since } => (problem, since),
+        };
+        let Some(reopen) = &self.reopen else {
+            return Err(unavailable(&self.info, &problem));
+        };
+        if since.elapsed() < RETRY_AFTER {
+            return Err(unavailable(&self.info, &problem));
+        }
+        let _one_at_a_time = self.reopening.lock().await;
+        // Another query may have retried while this one waited.
         match self.state() {
-            PortState::Ready(table) => Ok(table),
-            PortState::Broken { problem, since } => {
-                if let Some(reopen) = &self.reopen
-                    && since.elapsed() >= RETRY_AFTER
-                {
-                    match open_port(&self.info, reopen, state).await {
-                        Ok(table) => {
-                            self.set_state(PortState::Ready(Arc::clone(&table)));
-                            tracing::info!(port = %self.info.name, "output port is available again");
-                            return Ok(table);
-                        }
-                        Err(problem) => {
-                            let err = unavailable(&self.info, &problem);
-                            self.set_state(PortState::Broken {
-                                problem,
-                                since: Instant::now(),
-                            });
-                            return Err(err);
-                        }
-                    }
-                }
-                Err(unavailable(&self.info, &problem))
+            PortState::Ready(table) => return Ok(table),
+            PortState::Broken { problem, since } if since.elapsed() < RETRY_AFTER => {
+                return Err(unavailable(&self.info, &problem));
+            }
+            PortState::Broken { .. } => {}
+        }
+        let state = opener.state();
+        let opened =
+            match tokio::time::timeout(OPEN_TIMEOUT, open_port(&self.info, reopen, &state)).await {
+                Ok(opened) => opened,
+                Err(_) => Err(timed_out(&self.info)),
+            };
+        match opened {
+            Ok(table) => {
+                self.set_state(PortState::Ready(Arc::clone(&table)));
+                tracing::info!(port = %self.info.name, "output port is available again");
+                Ok(table)
+            }
+            Err(problem) => {
+                let err = unavailable(&self.info, &problem);
+                self.set_state(PortState::broken(problem));
+                Err(err)
             }
         }
     }
+}
+
+/// The problem of a port whose source did not answer in time.
+pub fn timed_out(info: &PortInfo) -> Problem {
+    info.origin
+        .problem(format!(
+            "source `{}` did not answer within {}s",
+            info.source.as_deref().unwrap_or_default(),
+            OPEN_TIMEOUT.as_secs()
+        ))
+        .with_subject(format!("output port `{}`", info.name))
 }
 
 /// The query-time error for a port that cannot be read.
@@ -163,16 +212,7 @@ pub async fn open_port(
             name: info.name.clone(),
             inner,
         })),
-        Err(e) => {
-            let mut problem = info
-                .origin
-                .problem_at(&e.path, e.message)
-                .with_subject(format!("output port `{}`", info.name));
-            if let Some(help) = e.help {
-                problem = problem.with_help(help);
-            }
-            Err(problem)
-        }
+        Err(e) => Err(e.into_problem(&info.origin, format!("output port `{}`", info.name))),
     }
 }
 
