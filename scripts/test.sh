@@ -8,12 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-# A Python venv with the moto S3 server (pinned).
+# A Python venv with the S3 server (moto) and the real Flight SQL clients (pinned).
 VENV="${MESHQL_VENV:-$HOME/.cache/meshql/venv}"
-if ! "$VENV/bin/python" -c 'import moto.server' 2>/dev/null; then
-  echo "== setting up $VENV (moto S3 server)"
+REQUIREMENTS=tests/python/requirements.txt
+if ! cmp -s "$REQUIREMENTS" "$VENV/.meshql-requirements" 2>/dev/null; then
+  echo "== setting up $VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+  cp "$REQUIREMENTS" "$VENV/.meshql-requirements"
 fi
 
 # The S3 server on a free loopback port, stopped when this script exits.
@@ -40,8 +42,16 @@ set +e
 $LINK cargo test --workspace --all-targets "$@" 2>&1 | tee "$TEST_LOG"
 status=${PIPESTATUS[0]}
 set -e
-# One closing line over every test binary (cargo prints one per binary).
-passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$TEST_LOG" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-failed=$(grep -oE '^test result: .* ([0-9]+) failed' "$TEST_LOG" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+
+echo "== Python clients (ADBC) against meshql serve"
+set +e
+MESHQL_BIN="$CARGO_TARGET_DIR/debug/meshql" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee -a "$TEST_LOG"
+py_status=${PIPESTATUS[0]}
+set -e
+
+# One closing line over every test binary and pytest.
+passed=$(grep -oE '([0-9]+) passed' "$TEST_LOG" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -oE '([0-9]+) failed' "$TEST_LOG" | awk '{s+=$1} END {print s+0}')
 echo "tests: $passed passed, $failed failed"
-exit "$status"
+if [ "$status" -ne 0 ]; then exit "$status"; fi
+exit "$py_status"

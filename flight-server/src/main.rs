@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cli;
-mod output;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -4,6 +4,7 @@
 mod support;
 
 mod check;
+mod flight;
 mod lake;
 mod query;
 mod slt;

@@ -108,6 +108,25 @@ fn demo_json_and_table_formats() {
     let text = stdout(&out);
     assert!(text.contains("| daily_revenue | available |"), "{text}");
     assert!(text.trim_end().ends_with("3 rows"), "{text}");
+
+    // Nested columns (tags) are written as text in CSV; the README shows this command.
+    let out = demo_query(
+        "csv",
+        "SELECT name, tags FROM mesh.meta.output_ports ORDER BY name",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("sales.orders.lineitem,[]"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("sales.orders.orders,")),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -125,6 +144,11 @@ fn errors_are_one_readable_line_and_exit_1() {
         assert!(!out.status.success(), "{sql} succeeded");
         let err = stderr(&out);
         assert!(err.starts_with("error: "), "{sql}: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{sql}: not one line: {err}"
+        );
         assert!(err.contains(needle), "{sql}: {err}");
         assert!(
             !err.contains("DataFusionError") && !err.contains("Plan(\""),

@@ -20,3 +20,25 @@ async fn slt_embedded() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_over_flight_sql() {
+    let f = fixture();
+    let server = crate::support::server::Server::start(&f.mesh, &f.env(), &[]);
+    let endpoint = server.endpoint();
+    run_all(move || {
+        let endpoint = endpoint.clone();
+        async move {
+            let channel = tonic::transport::Channel::from_shared(endpoint)
+                .map_err(|e| SltError(e.to_string()))?
+                .connect()
+                .await
+                .map_err(|e| SltError(e.to_string()))?;
+            Ok::<_, SltError>(crate::support::slt::FlightDb {
+                client: arrow_flight::sql::client::FlightSqlServiceClient::new(channel),
+            })
+        }
+    })
+    .await;
+    drop(server);
+}

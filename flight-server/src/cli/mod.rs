@@ -2,6 +2,7 @@
 
 mod check;
 mod query;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use meshql_engine::{Error, MeshEngine};
 
-use crate::output::Format;
+use meshql_flight_server::output::Format;
 
 #[derive(Debug, Parser)]
 #[command(name = "meshql", version, about = "Federated SQL over a data mesh", long_about = None)]
@@ -36,20 +37,23 @@ enum Command {
         /// The statement, e.g. "SELECT * FROM sales.orders.orders LIMIT 5".
         sql: String,
     },
+    /// Serve the mesh over Arrow Flight SQL (ADBC, JDBC, pyarrow, the REPL).
+    Serve {
+        #[command(flatten)]
+        mesh: MeshArgs,
+        #[command(flatten)]
+        serve: serve::ServeArgs,
+    },
 }
 
 /// Which mesh to load.
 #[derive(Debug, Args)]
 pub struct MeshArgs {
     /// The main mesh file.
-    #[arg(
-        long,
-        env = "MESHQL_CONFIG",
-        required_unless_present = "demo",
-        conflicts_with = "demo"
-    )]
+    #[arg(long, env = "MESHQL_CONFIG", required_unless_present = "demo")]
     config: Option<PathBuf>,
-    /// Use the embedded demo mesh (generated into --data-dir on first use).
+    /// Use the embedded demo mesh (generated into --data-dir on first use); wins over
+    /// --config / MESHQL_CONFIG.
     #[arg(long)]
     demo: bool,
     /// Where the demo mesh is generated [default: ~/.cache/meshql/demo].
@@ -61,8 +65,8 @@ impl MeshArgs {
     /// The main mesh file to load, generating the demo first if asked.
     async fn mesh_file(&self) -> Result<PathBuf, String> {
         match &self.config {
-            Some(path) => Ok(path.clone()),
-            None => {
+            Some(path) if !self.demo => Ok(path.clone()),
+            _ => {
                 let dir = self
                     .data_dir
                     .clone()
@@ -75,7 +79,7 @@ impl MeshArgs {
     }
 
     async fn open(&self) -> Result<MeshEngine, Error> {
-        let path = self.mesh_file().await.map_err(Error::Internal)?;
+        let path = self.mesh_file().await.map_err(Error::Setup)?;
         MeshEngine::open(&path, &meshql_connectors::default_connectors()).await
     }
 }
@@ -84,5 +88,6 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { mesh } => check::run(&mesh).await,
         Command::Query { mesh, format, sql } => query::run(&mesh, format, &sql).await,
+        Command::Serve { mesh, serve } => serve::run(&mesh, &serve).await,
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use meshql_engine::Error;
 
 use super::MeshArgs;
-use crate::output::{Format, print_stream};
+use meshql_flight_server::output::{Format, print_stream};
 
 pub async fn run(args: &MeshArgs, format: Format, sql: &str) -> ExitCode {
     let engine = match args.open().await {
@@ -29,6 +29,11 @@ pub async fn run(args: &MeshArgs, format: Format, sql: &str) -> ExitCode {
         let stream = df.execute_stream().await.map_err(Error::from)?;
         print_stream(stream, format).await
     };
+    // A typo in a domain or product hides its ports: say so before "table not found".
+    let other = engine.registry().problems.len();
+    if other > 0 {
+        eprintln!("warning: {other} problem(s) in the mesh files; `meshql check` lists them");
+    }
     match result.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,4 +3,5 @@
 pub mod cli;
 pub mod fixture;
 pub mod s3;
+pub mod server;
 pub mod slt;

@@ -159,3 +159,54 @@ where
         failures.join("\n\n")
     );
 }
+
+/// One Flight SQL connection to a running `meshql serve`: the same .slt files, through
+/// the protocol clients use.
+pub struct FlightDb {
+    pub client: arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for FlightDb {
+    type Error = SltError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
+        use futures::TryStreamExt;
+        fn err(e: impl std::fmt::Display) -> SltError {
+            SltError(e.to_string())
+        }
+        let info = self
+            .client
+            .execute(sql.to_string(), None)
+            .await
+            .map_err(err)?;
+        let schema = info.clone().try_decode_schema().map_err(err)?;
+        let mut batches = Vec::new();
+        for endpoint in info.endpoint {
+            let ticket = endpoint
+                .ticket
+                .ok_or_else(|| SltError("no ticket".into()))?;
+            let stream = self.client.do_get(ticket).await.map_err(err)?;
+            batches.extend(stream.try_collect::<Vec<_>>().await.map_err(err)?);
+        }
+        if schema.fields().is_empty() {
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect();
+        Ok(DBOutput::Rows {
+            types,
+            rows: rows(&batches).map_err(SltError)?,
+        })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "meshql-flight-sql"
+    }
+}

@@ -1,0 +1,4 @@
+//! The `meshql` binary's library: the Arrow Flight SQL server and result printing.
+
+pub mod output;
+pub mod server;

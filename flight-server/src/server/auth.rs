@@ -1,0 +1,331 @@
+//! Sign-in: Basic credentials (padded or not, as ADBC sends them unpadded) checked
+//! against `access.users`, exchanged for a signed, expiring bearer token that any
+//! replica holding the same secret can verify. No session state lives in the server.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use hmac::{Hmac, KeyInit, Mac};
+use meshql_engine::config::access::AccessConfig;
+use sha2::{Digest, Sha256};
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Clone)]
+struct User {
+    /// SHA-256 of the password.
+    digest: [u8; 32],
+    groups: Vec<String>,
+}
+
+/// Checks credentials and tokens. `users == None` is open mode: everyone is let in.
+pub struct Authenticator {
+    users: Option<BTreeMap<String, User>>,
+    secret: Vec<u8>,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("open", &self.users.is_none())
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// `secret`: the token signing key; replicas behind one address must share it. A
+    /// random one is made when none is given (tokens then die with the process).
+    pub fn new(access: Option<&AccessConfig>, secret: Option<&str>, ttl: Duration) -> Self {
+        let users = access.map(|a| {
+            a.users
+                .iter()
+                .map(|(name, u)| {
+                    let digest = match (&u.password, &u.password_sha256) {
+                        (Some(p), _) => Sha256::digest(p.as_bytes()).into(),
+                        (None, Some(hex)) => decode_hex(hex),
+                        // Rejected when the mesh loads; an impossible digest locks the user out.
+                        (None, None) => [0; 32],
+                    };
+                    (
+                        name.clone(),
+                        User {
+                            digest,
+                            groups: u.groups.clone(),
+                        },
+                    )
+                })
+                .collect()
+        });
+        let secret = match secret {
+            Some(s) => s.as_bytes().to_vec(),
+            None => rand::random::<[u8; 32]>().to_vec(),
+        };
+        Authenticator { users, secret, ttl }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.users.is_none()
+    }
+
+    /// The Handshake: check Basic credentials, return the identity and a bearer token.
+    pub fn sign_in(&self, metadata: &MetadataMap) -> Result<(Identity, String), Status> {
+        let identity = match authorization(metadata)? {
+            Some(Credentials::Basic { user, password }) => self.check_password(&user, &password)?,
+            Some(Credentials::Bearer(token)) => self.verify(&token)?,
+            None if self.is_open() => anonymous(),
+            None => {
+                return Err(Status::unauthenticated(
+                    "sign in with a user name and password (Basic authorization)",
+                ));
+            }
+        };
+        let token = self.issue(&identity.user);
+        Ok((identity, token))
+    }
+
+    /// Every other call: a bearer token from the Handshake (Basic is accepted too, for
+    /// simple clients). Open mode lets calls without credentials in.
+    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
+        match authorization(metadata)? {
+            Some(Credentials::Bearer(token)) => self.verify(&token),
+            Some(Credentials::Basic { user, password }) => self.check_password(&user, &password),
+            None if self.is_open() => Ok(anonymous()),
+            None => Err(Status::unauthenticated(
+                "no credentials: sign in (Handshake) and send `authorization: Bearer <token>`",
+            )),
+        }
+    }
+
+    fn check_password(&self, user: &str, password: &str) -> Result<Identity, Status> {
+        let Some(users) = &self.users else {
+            // Open mode: the name is kept for logs, nothing is checked.
+            return Ok(Identity {
+                user: user.to_string(),
+                groups: Vec::new(),
+            });
+        };
+        let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+        match users.get(user) {
+            Some(u) if constant_time_eq(&u.digest, &digest) => Ok(Identity {
+                user: user.to_string(),
+                groups: u.groups.clone(),
+            }),
+            _ => {
+                tracing::warn!(user, "sign-in failed: wrong user name or password");
+                Err(Status::unauthenticated("wrong user name or password"))
+            }
+        }
+    }
+
+    fn issue(&self, user: &str) -> String {
+        self.sign(user, now_secs() + self.ttl.as_secs())
+    }
+
+    /// `base64url(user \n expiry) . base64url(hmac)`.
+    fn sign(&self, user: &str, expiry: u64) -> String {
+        let payload = format!("{user}\n{expiry}");
+        let mut mac = self.mac();
+        mac.update(payload.as_bytes());
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(payload),
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    fn verify(&self, token: &str) -> Result<Identity, Status> {
+        let invalid = || {
+            tracing::warn!("rejected an invalid or expired token");
+            Status::unauthenticated("invalid or expired token: sign in again")
+        };
+        if self.is_open() && (token.is_empty() || token == "None") {
+            // flightsql-dbapi sends `Bearer None` when it has no credentials.
+            return Ok(anonymous());
+        }
+        let (payload_b64, mac_b64) = token.split_once('.').ok_or_else(invalid)?;
+        let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| invalid())?;
+        let tag = URL_SAFE_NO_PAD.decode(mac_b64).map_err(|_| invalid())?;
+        let mut mac = self.mac();
+        mac.update(&payload);
+        mac.verify_slice(&tag).map_err(|_| invalid())?;
+        let payload = String::from_utf8(payload).map_err(|_| invalid())?;
+        let (user, expiry) = payload.split_once('\n').ok_or_else(invalid)?;
+        let expiry: u64 = expiry.parse().map_err(|_| invalid())?;
+        if expiry < now_secs() {
+            return Err(invalid());
+        }
+        let groups = match &self.users {
+            // A user removed from the mesh loses access even with a valid token.
+            Some(users) => users.get(user).ok_or_else(invalid)?.groups.clone(),
+            None => Vec::new(),
+        };
+        Ok(Identity {
+            user: user.to_string(),
+            groups,
+        })
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC accepts keys of any length.
+        <HmacSha256 as KeyInit>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!())
+    }
+}
+
+fn anonymous() -> Identity {
+    Identity {
+        user: "anonymous".into(),
+        groups: Vec::new(),
+    }
+}
+
+enum Credentials {
+    Basic { user: String, password: String },
+    Bearer(String),
+}
+
+fn authorization(metadata: &MetadataMap) -> Result<Option<Credentials>, Status> {
+    let Some(value) = metadata.get("authorization") else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+    if let Some(token) = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+    {
+        return Ok(Some(Credentials::Bearer(token.trim().to_string())));
+    }
+    if let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    {
+        // ADBC encodes without padding; accept both.
+        let decoded = STANDARD_NO_PAD
+            .decode(encoded.trim().trim_end_matches('='))
+            .map_err(|_| Status::unauthenticated("Basic credentials are not valid base64"))?;
+        let text = String::from_utf8(decoded)
+            .map_err(|_| Status::unauthenticated("Basic credentials are not UTF-8"))?;
+        let (user, password) = text
+            .split_once(':')
+            .ok_or_else(|| Status::unauthenticated("Basic credentials must be `user:password`"))?;
+        return Ok(Some(Credentials::Basic {
+            user: user.to_string(),
+            password: password.to_string(),
+        }));
+    }
+    Err(Status::unauthenticated(
+        "unsupported authorization scheme: use Basic (sign-in) or Bearer (token)",
+    ))
+}
+
+fn decode_hex(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    out
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshql_engine::config::access::UserConfig;
+    use tonic::metadata::MetadataValue;
+
+    fn auth() -> Authenticator {
+        let mut users = BTreeMap::new();
+        users.insert(
+            "alice".to_string(),
+            UserConfig {
+                password: Some("s3cret!".into()),
+                password_sha256: None,
+                groups: vec!["analysts".into()],
+            },
+        );
+        Authenticator::new(
+            Some(&AccessConfig { users }),
+            Some("k"),
+            Duration::from_secs(60),
+        )
+    }
+
+    fn basic(user_pass: &str, pad: bool) -> MetadataMap {
+        let enc = if pad {
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        } else {
+            STANDARD_NO_PAD.encode(user_pass)
+        };
+        let mut m = MetadataMap::new();
+        m.insert(
+            "authorization",
+            MetadataValue::try_from(format!("Basic {enc}")).unwrap(),
+        );
+        m
+    }
+
+    #[test]
+    fn sign_in_padded_or_not_then_bearer() {
+        let a = auth();
+        for pad in [true, false] {
+            let (id, token) = a.sign_in(&basic("alice:s3cret!", pad)).unwrap();
+            assert_eq!(id.user, "alice");
+            let mut m = MetadataMap::new();
+            m.insert(
+                "authorization",
+                MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+            );
+            assert_eq!(a.authenticate(&m).unwrap().groups, vec!["analysts"]);
+        }
+        assert!(a.sign_in(&basic("alice:wrong", false)).is_err());
+        assert!(a.sign_in(&basic("bob:s3cret!", false)).is_err());
+        assert!(a.authenticate(&MetadataMap::new()).is_err());
+    }
+
+    #[test]
+    fn forged_and_expired_tokens_are_rejected() {
+        let a = auth();
+        let (_, token) = a.sign_in(&basic("alice:s3cret!", true)).unwrap();
+        let (payload, mac) = token.split_once('.').unwrap();
+        let forged_payload = URL_SAFE_NO_PAD.encode("root\n99999999999");
+        for bad in [
+            format!("{forged_payload}.{mac}"),
+            format!("{payload}.AAAA"),
+            "x".into(),
+        ] {
+            assert!(a.verify(&bad).is_err(), "{bad}");
+        }
+        let other = Authenticator::new(None, Some("other"), Duration::from_secs(60));
+        assert!(auth().verify(&other.issue("alice")).is_err());
+        let a = auth();
+        assert!(a.verify(&a.sign("alice", now_secs() + 30)).is_ok());
+        assert!(a.verify(&a.sign("alice", now_secs() - 1)).is_err());
+    }
+}

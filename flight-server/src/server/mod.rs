@@ -1,0 +1,144 @@
+//! `meshql serve`: Arrow Flight SQL over the mesh, with sign-in, TLS and a graceful stop.
+
+mod auth;
+mod catalog;
+mod service;
+mod sql_info;
+mod statement;
+mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use meshql_engine::MeshEngine;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
+
+pub use auth::{Authenticator, Identity};
+pub use service::MeshFlightSqlService;
+
+/// Largest message a client may send (DoPut parameters): tonic's 4 MiB default is too small.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// How long SIGTERM waits for running queries.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub bind: SocketAddr,
+    /// PEM certificate chain and private key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Serve without sign-in on a non-loopback address.
+    pub insecure_open: bool,
+    /// Key that signs bearer tokens; replicas behind one address share it.
+    pub token_secret: Option<String>,
+    pub token_ttl: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "refusing to serve without sign-in on {0}: the mesh has no `access:` section. \
+         Bind a loopback address (127.0.0.1), add `access.users`, or pass --insecure-open"
+    )]
+    OpenOnNetwork(SocketAddr),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("cannot read TLS file {0}: {1}")]
+    Tls(PathBuf, std::io::Error),
+    #[error("server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serve until SIGTERM or Ctrl-C, then stop taking calls and let running ones finish.
+/// Prints `listening on grpc://HOST:PORT` once connections are accepted.
+pub async fn serve(engine: MeshEngine, options: ServeOptions) -> Result<(), ServeError> {
+    let open = engine.access().is_none();
+    if open && !options.bind.ip().is_loopback() && !options.insecure_open {
+        return Err(ServeError::OpenOnNetwork(options.bind));
+    }
+    let auth = Arc::new(Authenticator::new(
+        engine.access(),
+        options.token_secret.as_deref(),
+        options.token_ttl,
+    ));
+    let service = FlightServiceServer::new(MeshFlightSqlService::new(Arc::new(engine), auth))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+
+    let listener = TcpListener::bind(options.bind)
+        .await
+        .map_err(|e| ServeError::Bind(options.bind, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Bind(options.bind, e))?;
+
+    let mut builder = Server::builder();
+    let scheme = match &options.tls {
+        Some((cert, key)) => {
+            let cert_pem = std::fs::read(cert).map_err(|e| ServeError::Tls(cert.clone(), e))?;
+            let key_pem = std::fs::read(key).map_err(|e| ServeError::Tls(key.clone(), e))?;
+            builder = builder.tls_config(
+                ServerTlsConfig::new().identity(TlsIdentity::from_pem(cert_pem, key_pem)),
+            )?;
+            "grpc+tls"
+        }
+        None => "grpc",
+    };
+    if open {
+        tracing::warn!("no `access:` section: serving without sign-in");
+    }
+    // Tests and scripts wait for this line.
+    println!("listening on {scheme}://{addr}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = builder.add_service(service).serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            shutdown().await;
+            let _ = stopping_tx.send(());
+        },
+    );
+    // Running queries get DRAIN_TIMEOUT to finish after the signal; then the process exits.
+    let drain_deadline = async {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result?,
+        () = drain_deadline => tracing::warn!("queries still running after {}s: stopping anyway", DRAIN_TIMEOUT.as_secs()),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down: finishing running queries");
+}

@@ -1,0 +1,296 @@
+//! Statements over Flight SQL: stateless handles, planning, parameters, and result
+//! streams converted to types every client reads.
+//!
+//! Nothing about a statement lives in server memory between calls: the ticket and the
+//! prepared-statement handle carry the SQL (and bound parameters), and are planned again
+//! where they are executed, so any replica can answer any ticket.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::dataframe::DataFrame;
+use futures::{Stream, StreamExt, TryStreamExt};
+use meshql_engine::MeshEngine;
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+
+use super::auth::Identity;
+use super::status::{df_status, status};
+
+/// What a ticket or prepared-statement handle carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Handle {
+    /// The statement, with `?` already rewritten to `$1..$n`.
+    pub sql: String,
+    /// Bound parameters: one row, as an Arrow IPC stream, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<String>,
+}
+
+impl Handle {
+    pub fn new(sql: &str) -> Self {
+        Handle {
+            sql: rewrite_placeholders(sql),
+            params: None,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
+        serde_json::from_slice(bytes).map_err(|_| {
+            Status::invalid_argument(
+                "unknown ticket or statement handle: prepare the statement again",
+            )
+        })
+    }
+
+    pub fn with_params(mut self, batch: &RecordBatch) -> Result<Self, Status> {
+        let mut bytes = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())
+            .map_err(|e| Status::invalid_argument(format!("invalid parameters: {e}")))?;
+        writer
+            .write(batch)
+            .and_then(|()| writer.finish())
+            .map_err(|e| Status::invalid_argument(format!("invalid parameters: {e}")))?;
+        drop(writer);
+        self.params = Some(STANDARD.encode(bytes));
+        Ok(self)
+    }
+
+    fn param_values(&self) -> Result<Option<Vec<ScalarValue>>, Status> {
+        let Some(encoded) = &self.params else {
+            return Ok(None);
+        };
+        let bad = |e: String| Status::invalid_argument(format!("invalid bound parameters: {e}"));
+        let bytes = STANDARD.decode(encoded).map_err(|e| bad(e.to_string()))?;
+        let reader =
+            StreamReader::try_new(bytes.as_slice(), None).map_err(|e| bad(e.to_string()))?;
+        let mut values = Vec::new();
+        for batch in reader {
+            let batch = batch.map_err(|e| bad(e.to_string()))?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            for column in batch.columns() {
+                values
+                    .push(ScalarValue::try_from_array(column, 0).map_err(|e| bad(e.to_string()))?);
+            }
+            break;
+        }
+        Ok(Some(values))
+    }
+}
+
+/// DataFusion reads every `?` as the same placeholder: number them `$1..$n`, outside
+/// string literals, quoted identifiers and comments.
+pub fn rewrite_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                out.push(c);
+                for d in chars.by_ref() {
+                    out.push(d);
+                    if d == c {
+                        break;
+                    }
+                }
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                out.push(c);
+                for d in chars.by_ref() {
+                    out.push(d);
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '?' => {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Plan `handle` for `user`: a DataFrame with parameters bound.
+pub async fn plan(
+    engine: &MeshEngine,
+    _user: &Identity,
+    handle: &Handle,
+) -> Result<DataFrame, Status> {
+    let df = engine.sql(&handle.sql).await.map_err(status)?;
+    match handle.param_values()? {
+        Some(values) => df
+            .with_param_values(ParamValues::List(
+                values.into_iter().map(Into::into).collect(),
+            ))
+            .map_err(df_status),
+        None => Ok(df),
+    }
+}
+
+/// The parameter schema of a prepared statement: `$1..$n`, nullable, with a concrete
+/// type (Utf8 when DataFusion cannot infer one).
+pub fn parameter_schema(df: &DataFrame) -> Result<Schema, Status> {
+    let types = df.logical_plan().get_parameter_types().map_err(df_status)?;
+    let mut fields: Vec<(usize, Field)> = types
+        .into_iter()
+        .map(|(name, t)| {
+            let index = name
+                .trim_start_matches('$')
+                .parse::<usize>()
+                .unwrap_or(usize::MAX);
+            let data_type = t.filter(|t| *t != DataType::Null).unwrap_or(DataType::Utf8);
+            (index, Field::new(name, data_type, true))
+        })
+        .collect();
+    fields.sort_by_key(|(i, _)| *i);
+    Ok(Schema::new(
+        fields.into_iter().map(|(_, f)| f).collect::<Vec<_>>(),
+    ))
+}
+
+/// View types (on by default in DataFusion) are not readable by older clients (JDBC):
+/// results go out as plain Utf8 / Binary.
+pub fn client_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| Arc::new(client_field(f)))
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn client_field(f: &Field) -> Field {
+    match f.data_type() {
+        DataType::Utf8View => f.clone().with_data_type(DataType::Utf8),
+        DataType::BinaryView => f.clone().with_data_type(DataType::Binary),
+        _ => f.clone(),
+    }
+}
+
+fn to_client_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, FlightError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// Execute `df` and stream it as Flight data, batch by batch. Dropping the stream (a
+/// client that goes away) drops the DataFusion stream, which cancels the query. Logs
+/// one line per query when the stream ends.
+pub async fn execute(
+    df: DataFrame,
+    user: &Identity,
+    sql: &str,
+) -> Result<impl Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static, Status> {
+    let schema = client_schema(df.schema().as_arrow());
+    let started = Instant::now();
+    let stream = df.execute_stream().await.map_err(df_status)?;
+    let mut log = QueryLog {
+        query_id: next_query_id(),
+        user: user.user.clone(),
+        sql: sql.chars().take(200).collect(),
+        started,
+        rows: 0,
+        bytes: 0,
+        outcome: "cancelled",
+    };
+    let batch_schema = Arc::clone(&schema);
+    let batches = stream
+        .map_err(|e| FlightError::Tonic(Box::new(df_status(e))))
+        .and_then(move |b| futures::future::ready(to_client_batch(b, &batch_schema)))
+        .inspect(move |b| log.observe(b));
+    let flight = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches)
+        .map_err(|e| match e {
+            FlightError::Tonic(status) => *status,
+            other => Status::internal(other.to_string()),
+        });
+    Ok(flight)
+}
+
+/// The structured log line of one query, written when the result stream ends or is dropped.
+struct QueryLog {
+    query_id: u64,
+    user: String,
+    sql: String,
+    started: Instant,
+    rows: usize,
+    bytes: usize,
+    outcome: &'static str,
+}
+
+impl QueryLog {
+    fn observe(&mut self, batch: &Result<RecordBatch, FlightError>) {
+        match batch {
+            Ok(b) => {
+                self.rows += b.num_rows();
+                self.bytes += b.get_array_memory_size();
+                self.outcome = "ok";
+            }
+            Err(_) => self.outcome = "error",
+        }
+    }
+}
+
+impl Drop for QueryLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            query_id = self.query_id,
+            user = %self.user,
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            rows = self.rows,
+            bytes = self.bytes,
+            outcome = self.outcome,
+            sql = %self.sql,
+            "query"
+        );
+    }
+}
+
+fn next_query_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewrite_placeholders;
+
+    #[test]
+    fn placeholders_are_numbered_outside_literals_and_comments() {
+        assert_eq!(
+            rewrite_placeholders("SELECT ? , '?', \"a?\" FROM t WHERE a = ? -- ?\nAND b = ?"),
+            "SELECT $1 , '?', \"a?\" FROM t WHERE a = $2 -- ?\nAND b = $3"
+        );
+    }
+}

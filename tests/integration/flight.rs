@@ -1,0 +1,317 @@
+//! Flight SQL through a real `meshql serve` process and arrow-flight's client: the
+//! statement and prepared-statement paths, metadata, sign-in and error codes.
+
+use std::sync::Arc;
+
+use arrow::array::{AsArray, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow_flight::FlightInfo;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
+use futures::TryStreamExt;
+use tonic::transport::Channel;
+
+use crate::support::fixture::{copy_dir, fixture};
+use crate::support::server::Server;
+
+/// Every batch of every endpoint; asserts each stream's schema equals the FlightInfo's.
+async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: FlightInfo) -> Vec<RecordBatch> {
+    let expected = info.clone().try_decode_schema().expect("FlightInfo schema");
+    assert_eq!(info.endpoint.len(), 1, "one endpoint");
+    assert!(
+        info.endpoint[0].location.is_empty(),
+        "empty location = this server"
+    );
+    let mut out = Vec::new();
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket.expect("ticket");
+        let mut stream = client.do_get(ticket).await.expect("do_get");
+        while let Some(batch) = stream.try_next().await.expect("batch") {
+            assert_eq!(
+                batch.schema().as_ref(),
+                &expected,
+                "DoGet schema differs from FlightInfo schema"
+            );
+            out.push(batch);
+        }
+    }
+    out
+}
+
+fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+fn open_server() -> Server {
+    let f = fixture();
+    Server::start(&f.mesh, &f.env(), &[])
+}
+
+#[tokio::test]
+async fn statements_stream_results_with_client_readable_types() {
+    let server = open_server();
+    let mut client = server.client().await;
+    let info = client
+        .execute(
+            "SELECT c.c_name, n.n_name, o.o_totalprice FROM sales.orders.orders o \
+             JOIN customer.profile.customer c ON o.o_custkey = c.c_custkey \
+             JOIN customer.geo.nation n ON c.c_nationkey = n.n_nationkey \
+             ORDER BY o.o_orderkey LIMIT 5"
+                .to_string(),
+            None,
+        )
+        .await
+        .expect("execute");
+    let schema = info.clone().try_decode_schema().expect("schema");
+    // Strings go out as Utf8 (not Utf8View), so every client can read them.
+    assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
+    assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(rows(&batches), 5);
+
+    // A large result streams in many batches.
+    let info = client
+        .execute("SELECT * FROM sales.orders.lineitem".into(), None)
+        .await
+        .expect("execute");
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(rows(&batches), 60175);
+    assert!(batches.len() > 1, "streamed batch by batch");
+}
+
+#[tokio::test]
+async fn prepared_statements_with_question_mark_parameters() {
+    let server = open_server();
+    let mut client = server.client().await;
+    let mut prepared = client
+        .prepare(
+            "SELECT n_name FROM customer.geo.nation WHERE n_nationkey = ? OR n_name = ? ORDER BY n_name".into(),
+            None,
+        )
+        .await
+        .expect("prepare");
+    let params = prepared
+        .parameter_schema()
+        .expect("parameter schema")
+        .clone();
+    assert_eq!(params.fields().len(), 2, "{params:?}");
+    assert_eq!(params.field(0).name(), "$1");
+    assert_eq!(params.field(0).data_type(), &DataType::Int64);
+    assert_eq!(params.field(1).data_type(), &DataType::Utf8);
+    let binding = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("$1", DataType::Int64, true),
+            Field::new("$2", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![0])),
+            Arc::new(arrow::array::StringArray::from(vec!["PERU"])),
+        ],
+    )
+    .expect("batch");
+    prepared.set_parameters(binding).expect("bind");
+    let info = prepared.execute().await.expect("execute");
+    let batches = fetch(&mut client, info).await;
+    let names: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .map(|s| s.unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(names, vec!["ALGERIA", "PERU"]);
+    prepared.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn metadata_lists_domains_products_and_ports_with_remarks() {
+    let server = open_server();
+    let mut client = server.client().await;
+
+    let info = client.get_catalogs().await.expect("catalogs");
+    let catalogs: Vec<String> = fetch(&mut client, info)
+        .await
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(catalogs, vec!["customer", "mesh", "sales", "supply"]);
+
+    // Only a schema pattern, no catalog: as ADBC's get_objects asks.
+    let info = client
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: None,
+            db_schema_filter_pattern: Some("pro%".into()),
+        })
+        .await
+        .expect("schemas");
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(rows(&batches), 1, "customer.profile");
+
+    let info = client
+        .get_tables(CommandGetTables {
+            catalog: None,
+            db_schema_filter_pattern: None,
+            table_name_filter_pattern: Some("customer".into()),
+            table_types: vec!["TABLE".into()],
+            include_schema: true,
+        })
+        .await
+        .expect("tables");
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(rows(&batches), 1);
+    let batch = &batches[0];
+    assert_eq!(batch.column(0).as_string::<i32>().value(0), "customer");
+    assert_eq!(batch.column(1).as_string::<i32>().value(0), "profile");
+    let schema_bytes = batch.column(4).as_binary::<i32>().value(0);
+    let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(schema_bytes).expect("schema");
+    let phone = schema.field_with_name("c_phone").expect("c_phone");
+    assert_eq!(
+        phone
+            .metadata()
+            .get("ARROW:FLIGHT:SQL:REMARKS")
+            .map(String::as_str),
+        Some("Phone")
+    );
+
+    let info = client
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::SqlIdentifierQuoteChar,
+        ])
+        .await
+        .expect("sql info");
+    assert_eq!(rows(&fetch(&mut client, info).await), 2);
+    let info = client.get_table_types().await.expect("table types");
+    assert_eq!(rows(&fetch(&mut client, info).await), 2);
+}
+
+#[tokio::test]
+async fn errors_carry_the_engine_message_and_a_fitting_code() {
+    let server = open_server();
+    let mut client = server.client().await;
+    for (sql, code) in [
+        ("SELEC 1", tonic::Code::InvalidArgument),
+        ("SELECT * FROM sales.orders.nope", tonic::Code::NotFound),
+        (
+            "SELECT nope FROM sales.orders.orders",
+            tonic::Code::InvalidArgument,
+        ),
+        ("CREATE TABLE t (a INT)", tonic::Code::InvalidArgument),
+    ] {
+        let err = client.execute(sql.into(), None).await.expect_err(sql);
+        let status = match err {
+            arrow_flight::error::FlightError::Tonic(status) => *status,
+            other => panic!("{sql}: not a gRPC status: {other}"),
+        };
+        assert_eq!(status.code(), code, "{sql}: {}", status.message());
+        assert!(
+            !status.message().contains("DataFusionError"),
+            "{sql}: {}",
+            status.message()
+        );
+    }
+    let err = client
+        .execute_update("DELETE FROM sales.orders.orders".into(), None)
+        .await
+        .expect_err("update");
+    assert!(err.to_string().contains("read-only"), "{err}");
+}
+
+#[tokio::test]
+async fn sign_in_with_password_then_bearer_token() {
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tmp");
+    copy_dir(&f.root, dir.path());
+    let mesh = dir.path().join("mesh.yaml");
+    let text = std::fs::read_to_string(&mesh).expect("mesh");
+    std::fs::write(
+        &mesh,
+        format!(
+            "{text}access:\n  users:\n    alice: {{ password: \"${{env:ALICE_PASSWORD}}\", groups: [analysts] }}\n    \
+             etl: {{ password_sha256: \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\" }}\n"
+        ),
+    )
+    .expect("write");
+    let mut env = f.env();
+    env.push(("ALICE_PASSWORD".into(), "wonder land:1".into()));
+    let server = Server::start(&mesh, &env, &[]);
+
+    // No credentials: refused.
+    let mut anonymous = server.client().await;
+    let err = anonymous
+        .execute("SELECT 1".into(), None)
+        .await
+        .expect_err("no token");
+    assert!(
+        err.to_string().contains("Unauthenticated") || err.to_string().contains("credentials"),
+        "{err}"
+    );
+    // Wrong password: refused.
+    let mut wrong = server.client().await;
+    assert!(wrong.handshake("alice", "nope").await.is_err());
+    // Right password (with a colon and a space), then the bearer token on every call.
+    let mut alice = server.client().await;
+    alice
+        .handshake("alice", "wonder land:1")
+        .await
+        .expect("handshake");
+    assert!(alice.token().is_some());
+    let info = alice
+        .execute("SELECT count(*) FROM customer.geo.region".into(), None)
+        .await
+        .expect("query");
+    assert_eq!(rows(&fetch(&mut alice, info).await), 1);
+    // A user configured by the digest of "test".
+    let mut etl = server.client().await;
+    etl.handshake("etl", "test").await.expect("digest user");
+    // A forged token: refused.
+    let mut forged = server.client().await;
+    forged.set_token("YWxpY2UKOTk5OTk5OTk5OTk.AAAA".into());
+    assert!(forged.execute("SELECT 1".into(), None).await.is_err());
+}
+
+#[test]
+fn open_mode_only_on_loopback() {
+    let f = fixture();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meshql"));
+    cmd.args(["serve", "--config"])
+        .arg(&f.mesh)
+        .args(["--bind", "0.0.0.0:0"]);
+    for (k, v) in f.env() {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to serve without sign-in on 0.0.0.0:0"),
+        "{err}"
+    );
+    assert!(err.contains("--insecure-open"), "{err}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    let server = open_server();
+    let mut client = server.client().await;
+    let info = client
+        .execute("SELECT 1".into(), None)
+        .await
+        .expect("execute");
+    assert_eq!(rows(&fetch(&mut client, info).await), 1);
+    drop(client);
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .expect("join");
+    assert!(status.success(), "{status}");
+}
