@@ -18,8 +18,8 @@ use arrow_flight::sql::{
     TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
-    SchemaAsIpc, Ticket,
+    CancelFlightInfoResult, CancelStatus, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::Schema;
@@ -487,6 +487,28 @@ impl FlightSqlService for MeshFlightSqlService {
         Err(Status::invalid_argument(format!(
             "unknown ticket type {}",
             message.type_url
+        )))
+    }
+
+    /// CancelFlightInfo: no query runs until DoGet (and a DoGet is cancelled by dropping
+    /// its stream), so there is nothing to stop; answer CANCELLED so clients move on.
+    async fn do_action_fallback(
+        &self,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<
+        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoActionStream>,
+        Status,
+    > {
+        self.identity(&request)?;
+        let action = request.into_inner();
+        if action.r#type == "CancelFlightInfo" {
+            let result = CancelFlightInfoResult::new(CancelStatus::Cancelled);
+            let body = arrow_flight::Result::new(result.encode_to_vec());
+            return Ok(Response::new(Box::pin(futures::stream::iter([Ok(body)]))));
+        }
+        Err(Status::invalid_argument(format!(
+            "unknown action `{}`",
+            action.r#type
         )))
     }
 
