@@ -42,6 +42,16 @@ fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
 }
 
+/// A copy of the test mesh with an `access:` section appended.
+fn mesh_with_access(access: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tmp");
+    copy_dir(&fixture().root, dir.path());
+    let mesh = dir.path().join("mesh.yaml");
+    let text = std::fs::read_to_string(&mesh).expect("mesh");
+    std::fs::write(&mesh, format!("{text}{access}")).expect("write");
+    (dir, mesh)
+}
+
 fn open_server() -> Server {
     let f = fixture();
     Server::start(&f.mesh, &f.env(), &[])
@@ -248,18 +258,10 @@ async fn errors_carry_the_engine_message_and_a_fitting_code() {
 #[tokio::test]
 async fn sign_in_with_password_then_bearer_token() {
     let f = fixture();
-    let dir = tempfile::tempdir().expect("tmp");
-    copy_dir(&f.root, dir.path());
-    let mesh = dir.path().join("mesh.yaml");
-    let text = std::fs::read_to_string(&mesh).expect("mesh");
-    std::fs::write(
-        &mesh,
-        format!(
-            "{text}access:\n  users:\n    alice: {{ password: \"${{env:ALICE_PASSWORD}}\", groups: [analysts] }}\n    \
-             etl: {{ password_sha256: \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\" }}\n"
-        ),
-    )
-    .expect("write");
+    let (_dir, mesh) = mesh_with_access(
+        "access:\n  users:\n    alice: { password: \"${env:ALICE_PASSWORD}\", groups: [analysts] }\n    \
+         etl: { password_sha256: \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\" }\n",
+    );
     let mut env = f.env();
     env.push(("ALICE_PASSWORD".into(), "wonder land:1".into()));
     let server = Server::start(&mesh, &env, &[]);
@@ -344,15 +346,7 @@ async fn jdbc_driver_call_pattern() {
     use arrow_flight::sql::CommandGetPrimaryKeys;
 
     let f = fixture();
-    let dir = tempfile::tempdir().expect("tmp");
-    copy_dir(&f.root, dir.path());
-    let mesh = dir.path().join("mesh.yaml");
-    let text = std::fs::read_to_string(&mesh).expect("mesh");
-    std::fs::write(
-        &mesh,
-        format!("{text}access:\n  users:\n    bi: {{ password: tableau }}\n"),
-    )
-    .expect("write");
+    let (_dir, mesh) = mesh_with_access("access:\n  users:\n    bi: { password: tableau }\n");
     let server = Server::start(&mesh, &f.env(), &[]);
 
     // user/password first, then `token=`: a Handshake carrying `Bearer <token>`.

@@ -8,8 +8,11 @@ use arrow_flight::sql::metadata::{XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDa
 use arrow_flight::sql::{
     CommandGetCatalogs, CommandGetDbSchemas, CommandGetTables, Nullable, Searchable, XdbcDataType,
 };
+use std::sync::Arc;
+
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::SchemaProvider;
 use datafusion::logical_expr::TableType;
 use meshql_engine::MeshEngine;
 
@@ -33,12 +36,11 @@ pub fn catalogs(
     builder.build()
 }
 
-pub fn schemas(
-    engine: &MeshEngine,
-    query: CommandGetDbSchemas,
-) -> Result<RecordBatch, FlightError> {
+/// Every (catalog, schema) pair, sorted: the domains' data products plus `mesh.meta`
+/// and the information schemas.
+fn schemas_sorted(engine: &MeshEngine) -> Vec<(String, String, Arc<dyn SchemaProvider>)> {
     let ctx = engine.context();
-    let mut builder = query.into_builder();
+    let mut out = Vec::new();
     let mut catalogs = ctx.catalog_names();
     catalogs.sort();
     for catalog_name in catalogs {
@@ -47,9 +49,22 @@ pub fn schemas(
         };
         let mut schemas = catalog.schema_names();
         schemas.sort();
-        for schema in schemas {
-            builder.append(&catalog_name, schema);
+        for schema_name in schemas {
+            if let Some(schema) = catalog.schema(&schema_name) {
+                out.push((catalog_name.clone(), schema_name, schema));
+            }
         }
+    }
+    out
+}
+
+pub fn schemas(
+    engine: &MeshEngine,
+    query: CommandGetDbSchemas,
+) -> Result<RecordBatch, FlightError> {
+    let mut builder = query.into_builder();
+    for (catalog_name, schema_name, _) in schemas_sorted(engine) {
+        builder.append(catalog_name, schema_name);
     }
     builder.build()
 }
@@ -60,51 +75,38 @@ pub async fn tables(
     engine: &MeshEngine,
     query: CommandGetTables,
 ) -> Result<RecordBatch, FlightError> {
-    let ctx = engine.context();
     let include_schema = query.include_schema;
     let mut builder = query.into_builder();
-    let mut catalogs = ctx.catalog_names();
-    catalogs.sort();
-    for catalog_name in catalogs {
-        let Some(catalog) = ctx.catalog(&catalog_name) else {
-            continue;
-        };
-        let mut schemas = catalog.schema_names();
-        schemas.sort();
-        for schema_name in schemas {
-            let Some(schema) = catalog.schema(&schema_name) else {
+    for (catalog_name, schema_name, schema) in schemas_sorted(engine) {
+        let mut tables = schema.table_names();
+        tables.sort();
+        for table_name in tables {
+            // A port that broke since it was listed is skipped, not an error.
+            let Ok(Some(table)) = schema.table(&table_name).await else {
                 continue;
             };
-            let mut tables = schema.table_names();
-            tables.sort();
-            for table_name in tables {
-                // A port that broke since it was listed is skipped, not an error.
-                let Ok(Some(table)) = schema.table(&table_name).await else {
-                    continue;
-                };
-                let table_type = match table.table_type() {
-                    TableType::View => "VIEW",
-                    _ => "TABLE",
-                };
-                let arrow_schema = if include_schema {
-                    with_remarks(
-                        engine,
-                        &catalog_name,
-                        &schema_name,
-                        &table_name,
-                        &client_schema(&table.schema()),
-                    )
-                } else {
-                    Schema::empty()
-                };
-                builder.append(
+            let table_type = match table.table_type() {
+                TableType::View => "VIEW",
+                _ => "TABLE",
+            };
+            let arrow_schema = if include_schema {
+                with_remarks(
+                    engine,
                     &catalog_name,
                     &schema_name,
                     &table_name,
-                    table_type,
-                    &arrow_schema,
-                )?;
-            }
+                    &client_schema(&table.schema()),
+                )
+            } else {
+                Schema::empty()
+            };
+            builder.append(
+                &catalog_name,
+                &schema_name,
+                &table_name,
+                table_type,
+                &arrow_schema,
+            )?;
         }
     }
     builder.build()

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Schema};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
 use meshql_engine::MeshEngine;
@@ -40,18 +40,7 @@ impl sqllogictest::AsyncDB for EngineDb {
             Ok::<_, meshql_engine::Error>((schema, batches))
         };
         let (schema, batches) = result.await.map_err(|e| SltError(e.to_string()))?;
-        if schema.fields().is_empty() {
-            return Ok(DBOutput::StatementComplete(0));
-        }
-        let types = schema
-            .fields()
-            .iter()
-            .map(|f| column_type(f.data_type()))
-            .collect();
-        Ok(DBOutput::Rows {
-            types,
-            rows: rows(&batches).map_err(SltError)?,
-        })
+        output(&schema, &batches)
     }
 
     async fn shutdown(&mut self) {}
@@ -59,6 +48,25 @@ impl sqllogictest::AsyncDB for EngineDb {
     fn engine_name(&self) -> &str {
         "meshql-embedded"
     }
+}
+
+/// Rows and column types of a result, or "statement complete" when it has no columns.
+fn output(
+    schema: &Schema,
+    batches: &[RecordBatch],
+) -> Result<DBOutput<DefaultColumnType>, SltError> {
+    if schema.fields().is_empty() {
+        return Ok(DBOutput::StatementComplete(0));
+    }
+    let types = schema
+        .fields()
+        .iter()
+        .map(|f| column_type(f.data_type()))
+        .collect();
+    Ok(DBOutput::Rows {
+        types,
+        rows: rows(batches).map_err(SltError)?,
+    })
 }
 
 pub fn column_type(t: &DataType) -> DefaultColumnType {
@@ -190,18 +198,7 @@ impl sqllogictest::AsyncDB for FlightDb {
             let stream = self.client.do_get(ticket).await.map_err(err)?;
             batches.extend(stream.try_collect::<Vec<_>>().await.map_err(err)?);
         }
-        if schema.fields().is_empty() {
-            return Ok(DBOutput::StatementComplete(0));
-        }
-        let types = schema
-            .fields()
-            .iter()
-            .map(|f| column_type(f.data_type()))
-            .collect();
-        Ok(DBOutput::Rows {
-            types,
-            rows: rows(&batches).map_err(SltError)?,
-        })
+        output(&schema, &batches)
     }
 
     async fn shutdown(&mut self) {}
