@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 
 use crate::config::access::AccessConfig;
 use crate::config::load::MeshSpec;
@@ -16,6 +18,13 @@ use crate::mesh::meta::{META_CATALOG, META_SCHEMA};
 use crate::mesh::port::PortKind;
 use crate::mesh::{MeshRegistry, register_mesh};
 use crate::problem::Problem;
+
+/// Process-level settings of an engine.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Bytes all running queries may use together (None = unbounded).
+    pub memory_limit: Option<usize>,
+}
 
 pub struct MeshEngine {
     ctx: SessionContext,
@@ -36,12 +45,42 @@ impl MeshEngine {
     /// cannot be used; broken ports are reported by [`MeshEngine::problems`] and fail
     /// only the queries that read them.
     pub async fn open(path: &Path, connectors: &ConnectorRegistry) -> Result<Self> {
+        Self::open_with(path, connectors, &EngineOptions::default()).await
+    }
+
+    pub async fn open_with(
+        path: &Path,
+        connectors: &ConnectorRegistry,
+        options: &EngineOptions,
+    ) -> Result<Self> {
         let spec = load_mesh(path)?;
-        Ok(Self::from_spec(spec, connectors).await)
+        Ok(Self::from_spec_with(spec, connectors, options).await)
     }
 
     pub async fn from_spec(spec: MeshSpec, connectors: &ConnectorRegistry) -> Self {
-        let ctx = SessionContext::new_with_config(Self::session_config());
+        Self::from_spec_with(spec, connectors, &EngineOptions::default()).await
+    }
+
+    /// Like [`MeshEngine::from_spec`], with process-level options.
+    pub async fn from_spec_with(
+        spec: MeshSpec,
+        connectors: &ConnectorRegistry,
+        options: &EngineOptions,
+    ) -> Self {
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = options.memory_limit {
+            // Fair among concurrent queries; operators that can spill do, the others fail
+            // with "resources exhausted" instead of taking the process down.
+            runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+        }
+        let runtime = match runtime.build_arc() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot build the configured runtime; using defaults");
+                Arc::new(RuntimeEnv::default())
+            }
+        };
+        let ctx = SessionContext::new_with_config_rt(Self::session_config(), runtime);
         let access = spec.access.clone();
         let registry = register_mesh(spec, connectors, &ctx).await;
         MeshEngine {

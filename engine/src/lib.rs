@@ -14,6 +14,6 @@ pub use config::{MeshSpec, PortName, load_mesh};
 pub use connector::{
     Connector, ConnectorError, ConnectorRegistry, PortLocation, Source, SourceContext,
 };
-pub use engine::MeshEngine;
+pub use engine::{EngineOptions, MeshEngine};
 pub use error::{Error, Result};
 pub use problem::Problem;

@@ -59,6 +59,29 @@ pub struct MeshArgs {
     /// Where the demo mesh is generated [default: ~/.cache/meshql/demo].
     #[arg(long, env = "MESHQL_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Memory all running queries may use together, e.g. 4GiB or 512MB [default: unbounded].
+    #[arg(long, env = "MESHQL_MEMORY_LIMIT", value_parser = parse_bytes)]
+    memory_limit: Option<usize>,
+}
+
+/// `123`, `64KB`, `512MiB`, `4GB`, `1.5GiB` (binary multiples either way).
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 512MiB or 4GB"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1u64,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit `{other}` (use KiB, MiB, GiB)")),
+    };
+    Ok((number * factor as f64) as usize)
 }
 
 impl MeshArgs {
@@ -80,7 +103,10 @@ impl MeshArgs {
 
     async fn open(&self) -> Result<MeshEngine, Error> {
         let path = self.mesh_file().await.map_err(Error::Setup)?;
-        MeshEngine::open(&path, &meshql_connectors::default_connectors()).await
+        let options = meshql_engine::EngineOptions {
+            memory_limit: self.memory_limit,
+        };
+        MeshEngine::open_with(&path, &meshql_connectors::default_connectors(), &options).await
     }
 }
 
@@ -89,5 +115,20 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Check { mesh } => check::run(&mesh).await,
         Command::Query { mesh, format, sql } => query::run(&mesh, format, &sql).await,
         Command::Serve { mesh, serve } => serve::run(&mesh, &serve).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("123"), Ok(123));
+        assert_eq!(parse_bytes("64KB"), Ok(64 << 10));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1.5 GiB"), Ok(3 << 29));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("4XB").is_err());
     }
 }
