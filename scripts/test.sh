@@ -8,6 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
+# openssl makes the TLS test's certificate.
+if ! command -v openssl >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq openssl >/dev/null
+fi
+
 # A Python venv with the S3 server (moto) and the real Flight SQL clients (pinned).
 VENV="${MESHQL_VENV:-$HOME/.cache/meshql/venv}"
 REQUIREMENTS=tests/python/requirements.txt

@@ -459,3 +459,119 @@ async fn jdbc_driver_call_pattern() {
     assert_eq!(schema.field(3).name(), "column_name");
     assert_eq!(rows(&fetch(&mut jdbc, info).await), 0);
 }
+
+/// `--tls-cert/--tls-key`: the server speaks TLS (`grpc+tls://`), a client that trusts the
+/// certificate runs queries, and a plaintext client gets nowhere.
+#[tokio::test]
+async fn tls() {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = |name: &str| dir.path().join(name).to_str().expect("utf8").to_string();
+    let (cert, key, ca) = (path("cert.pem"), path("key.pem"), path("ca.pem"));
+    std::fs::write(
+        path("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    // A test CA, and a server certificate it signs (a self-signed CA cert cannot serve).
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl must be installed (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ca_key = path("ca.key");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=meshql test CA",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]);
+    let csr = path("leaf.csr");
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
+    let ext = path("leaf.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+
+    let server = Server::start(&f.mesh, &f.env(), &["--tls-cert", &cert, "--tls-key", &key]);
+    assert!(
+        server.url.starts_with("grpc+tls://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let https = server.url.replace("grpc+tls://", "https://");
+
+    meshql_flight_server::server::install_crypto_provider();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(&ca).expect("ca")))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(https.clone())
+        .expect("url")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("TLS connect");
+    let mut client = FlightSqlServiceClient::new(channel);
+    let info = client
+        .execute("SELECT count(*) FROM customer.geo.region".into(), None)
+        .await
+        .expect("query over TLS");
+    assert_eq!(rows(&fetch(&mut client, info).await), 1);
+
+    // Plaintext to a TLS port fails.
+    let plain = server.url.replace("grpc+tls://", "http://");
+    let failed = match Channel::from_shared(plain).expect("url").connect().await {
+        Err(_) => true,
+        Ok(channel) => FlightSqlServiceClient::new(channel)
+            .execute("SELECT 1".into(), None)
+            .await
+            .is_err(),
+    };
+    assert!(
+        failed,
+        "a plaintext client must not get an answer from a TLS port"
+    );
+}

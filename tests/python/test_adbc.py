@@ -77,3 +77,13 @@ def test_wrong_password_is_refused(server):
         with connect(server, password="wrong") as conn, conn.cursor() as cur:
             cur.execute("SELECT 1")
     assert "password" in str(err.value).lower() or "unauthenticated" in str(err.value).lower()
+
+
+def test_explain_and_explain_analyze(server):
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute("EXPLAIN SELECT o_orderkey FROM sales.orders.orders WHERE o_totalprice > 1000")
+        plans = dict(zip(*cur.fetch_arrow_table().to_pydict().values()))
+        assert "physical_plan" in plans and "DeltaScanExec" in plans["physical_plan"]
+        cur.execute("EXPLAIN ANALYZE SELECT count(*) FROM sales.orders.orders WHERE o_totalprice > 1000")
+        (plan,) = cur.fetch_arrow_table().column("plan").to_pylist()
+        assert "metrics=[output_rows=" in plan

@@ -79,6 +79,7 @@ pub async fn serve(engine: MeshEngine, options: ServeOptions) -> Result<(), Serv
     let mut builder = Server::builder();
     let scheme = match &options.tls {
         Some((cert, key)) => {
+            install_crypto_provider();
             let cert_pem = std::fs::read(cert).map_err(|e| ServeError::Tls(cert.clone(), e))?;
             let key_pem = std::fs::read(key).map_err(|e| ServeError::Tls(key.clone(), e))?;
             builder = builder.tls_config(
@@ -118,6 +119,13 @@ pub async fn serve(engine: MeshEngine, options: ServeOptions) -> Result<(), Serv
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// rustls needs one process-wide crypto provider; the dependency tree links two (ring
+/// and aws-lc-rs, the latter through the AWS SDK), so rustls cannot pick on its own.
+pub fn install_crypto_provider() {
+    // An error means one is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 async fn shutdown() {
