@@ -2,6 +2,7 @@
 
 mod check;
 mod query;
+mod repl;
 mod serve;
 
 use std::path::PathBuf;
@@ -36,6 +37,11 @@ enum Command {
         format: Format,
         /// The statement, e.g. "SELECT * FROM sales.orders.orders LIMIT 5".
         sql: String,
+    },
+    /// An interactive SQL shell on the mesh (embedded) or on a server (--connect).
+    Repl {
+        #[command(flatten)]
+        repl: repl::ReplArgs,
     },
     /// Serve the mesh over Arrow Flight SQL (ADBC, JDBC, pyarrow, the REPL).
     Serve {
@@ -115,6 +121,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Check { mesh } => check::run(&mesh).await,
         Command::Query { mesh, format, sql } => query::run(&mesh, format, &sql).await,
         Command::Serve { mesh, serve } => serve::run(&mesh, &serve).await,
+        Command::Repl { repl } => repl::run(&repl).await,
     }
 }
 
