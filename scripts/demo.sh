@@ -12,4 +12,4 @@ JOIN customer.geo.region r ON n.n_regionkey = r.r_regionkey
 GROUP BY r.r_name ORDER BY revenue DESC}"
 # Same targets as the test command, so both share one build of the dependencies.
 $LINK cargo build --quiet --workspace --all-targets
-"$CARGO_TARGET_DIR/debug/meshql" query --demo "$SQL"
+"$CARGO_TARGET_DIR/debug/meshql" query --demo --user ada "$SQL"

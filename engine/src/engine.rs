@@ -1,11 +1,12 @@
-//! [`MeshEngine`]: a DataFusion session over a loaded mesh. The embedded entry point
-//! used by `meshql query`, `meshql check` and (later) the Flight SQL server.
+//! [`MeshEngine`]: a loaded mesh with its governance. Statements run in a
+//! [`MeshSession`] for one identity; the engine's own context has the platform's
+//! rights and is used for checking the mesh, never for users' statements.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::dataframe::DataFrame;
-use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 
@@ -14,10 +15,14 @@ use crate::config::load::MeshSpec;
 use crate::config::load::load_mesh;
 use crate::connector::ConnectorRegistry;
 use crate::error::Result;
+use crate::governance::catalog::Denials;
+use crate::governance::{Governance, Identity};
+use crate::mesh::derived::plan_derived_ports;
 use crate::mesh::meta::{META_CATALOG, META_SCHEMA};
 use crate::mesh::port::PortKind;
 use crate::mesh::{MeshRegistry, register_mesh};
 use crate::problem::Problem;
+use crate::session::MeshSession;
 
 /// Process-level settings of an engine.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +35,9 @@ pub struct MeshEngine {
     ctx: SessionContext,
     registry: Arc<MeshRegistry>,
     access: Option<AccessConfig>,
+    governance: Arc<Governance>,
+    /// Access rule problems found when the mesh loaded.
+    policy_problems: Vec<Problem>,
 }
 
 impl std::fmt::Debug for MeshEngine {
@@ -82,12 +90,53 @@ impl MeshEngine {
         };
         let ctx = SessionContext::new_with_config_rt(Self::session_config(), runtime);
         let access = spec.access.clone();
+        let policies = spec.policies.clone();
         let registry = register_mesh(spec, connectors, &ctx).await;
+        let governance = Arc::new(Governance::new(
+            policies,
+            Arc::clone(&registry),
+            ctx.state(),
+        ));
+        // Derived ports read their inputs with their owner group's rights.
+        let governed = governance.policies().is_some();
+        let definer = |port: &crate::mesh::port::PortEntry| {
+            if !governed {
+                return Ok(ctx.state());
+            }
+            let owner = registry
+                .domains
+                .get(&port.info.name.domain)
+                .and_then(|d| d.owner.clone())
+                .ok_or_else(|| {
+                    "a derived port reads with its domain owner's rights, and this domain has no `owner`"
+                        .to_string()
+                })?;
+            let denials: Denials = Default::default();
+            Ok(governance.session_state(&Identity::owner_group(&owner), denials))
+        };
+        plan_derived_ports(&registry.derived_ports(), &ctx.state(), &definer).await;
+        let policy_problems = governance.validate().await;
         MeshEngine {
             ctx,
             registry,
             access,
+            governance,
+            policy_problems,
         }
+    }
+
+    /// A session for `identity`: the mesh as it may see it.
+    pub fn session(&self, identity: &Identity) -> MeshSession {
+        MeshSession::new(&self.governance, identity)
+    }
+
+    /// True when the mesh has access rules (an `access:` section).
+    pub fn is_governed(&self) -> bool {
+        self.governance.policies().is_some()
+    }
+
+    pub fn governance(&self) -> &Arc<Governance> {
+        &self.governance
     }
 
     /// The `access:` section, if the mesh has one (no section = open mode).
@@ -104,6 +153,7 @@ impl MeshEngine {
             .with_default_catalog_and_schema(META_CATALOG, META_SCHEMA)
     }
 
+    /// The platform's context: every port, no policy. Not for users' statements.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
     }
@@ -112,19 +162,19 @@ impl MeshEngine {
         &self.registry
     }
 
-    /// Plan one read-only statement. Output ports are data products owned by their
-    /// domains: DDL and DML are refused.
+    /// Plan one read-only statement as the anonymous user (who, in a governed mesh,
+    /// sees nothing). Output ports are data products owned by their domains: DDL and
+    /// DML are refused.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false);
-        Ok(self.ctx.sql_with_options(sql, options).await?)
+        Ok(self.session(&Identity::anonymous()).plan(sql).await?.df)
     }
 
     /// Problems known now: declaration problems and ports that cannot be read.
     pub fn problems(&self) -> Vec<Problem> {
         let mut problems = self.registry.problems.clone();
         problems.extend(self.registry.port_problems());
+        problems.extend(self.registry.column_problems());
+        problems.extend(self.policy_problems.iter().cloned());
         sort(&mut problems);
         problems
     }

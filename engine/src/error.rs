@@ -20,6 +20,15 @@ pub enum Error {
     #[error("{0}")]
     Setup(String),
 
+    /// The statement is not allowed (a setting off the allow-list). Never used for
+    /// ports a user cannot see: those read as "not found".
+    #[error("permission denied: {0}")]
+    Denied(String),
+
+    /// The audit log cannot be written, so nothing runs.
+    #[error("{0}")]
+    Audit(String),
+
     /// A broken invariant inside meshql: a bug, never the user's fault.
     #[error("internal error: {0}. This is a bug in meshql, please report it")]
     Internal(String),

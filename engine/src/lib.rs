@@ -7,8 +7,10 @@ pub mod config;
 pub mod connector;
 pub mod engine;
 pub mod error;
+pub mod governance;
 pub mod mesh;
 pub mod problem;
+pub mod session;
 
 pub use config::{MeshSpec, PortName, load_mesh};
 pub use connector::{
@@ -16,4 +18,6 @@ pub use connector::{
 };
 pub use engine::{EngineOptions, MeshEngine};
 pub use error::{Error, Result};
+pub use governance::Identity;
+pub use session::{MeshSession, Planned};
 pub use problem::Problem;

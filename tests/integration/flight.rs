@@ -260,7 +260,8 @@ async fn sign_in_with_password_then_bearer_token() {
     let f = fixture();
     let (_dir, mesh) = mesh_with_access(
         "access:\n  users:\n    alice: { password: \"${env:ALICE_PASSWORD}\", groups: [analysts] }\n    \
-         etl: { password_sha256: \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\" }\n",
+         etl: { password_sha256: \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\" }\n\
+         \x20 rules:\n    - { principals: [\"*\"], allow: [\"*\"] }\n",
     );
     let mut env = f.env();
     env.push(("ALICE_PASSWORD".into(), "wonder land:1".into()));
@@ -346,7 +347,9 @@ async fn jdbc_driver_call_pattern() {
     use arrow_flight::sql::CommandGetPrimaryKeys;
 
     let f = fixture();
-    let (_dir, mesh) = mesh_with_access("access:\n  users:\n    bi: { password: tableau }\n");
+    let (_dir, mesh) = mesh_with_access(
+        "access:\n  users:\n    bi: { password: tableau }\n  rules:\n    - { principals: [\"*\"], allow: [\"*\"] }\n",
+    );
     let server = Server::start(&mesh, &f.env(), &[]);
 
     // user/password first, then `token=`: a Handshake carrying `Bearer <token>`.

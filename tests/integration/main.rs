@@ -6,5 +6,6 @@ mod support;
 mod check;
 mod flight;
 mod lake;
+mod policy;
 mod query;
 mod slt;

@@ -44,6 +44,8 @@ fn demo_query(format: &str, sql: &str) -> std::process::Output {
         &[
             "query",
             "--demo",
+            "--user",
+            "ada",
             "--data-dir",
             &dir,
             "--format",

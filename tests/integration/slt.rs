@@ -14,9 +14,9 @@ async fn slt_embedded() {
         "test mesh has problems:\n{}",
         meshql_engine::problem::display_all(&problems)
     );
-    run_all(move || {
+    run_all("slt", move || {
         let engine = Arc::clone(&engine);
-        async move { Ok::<_, SltError>(EngineDb { engine }) }
+        async move { Ok::<_, SltError>(EngineDb::new(engine)) }
     })
     .await;
 }
@@ -26,7 +26,7 @@ async fn slt_over_flight_sql() {
     let f = fixture();
     let server = crate::support::server::Server::start(&f.mesh, &f.env(), &[]);
     let endpoint = server.endpoint();
-    run_all(move || {
+    run_all("slt", move || {
         let endpoint = endpoint.clone();
         async move {
             let channel = tonic::transport::Channel::from_shared(endpoint)
@@ -36,6 +36,7 @@ async fn slt_over_flight_sql() {
                 .map_err(|e| SltError(e.to_string()))?;
             Ok::<_, SltError>(crate::support::slt::FlightDb {
                 client: arrow_flight::sql::client::FlightSqlServiceClient::new(channel),
+                prepared: false,
             })
         }
     })

@@ -8,7 +8,7 @@ import pytest
 from conftest import PASSWORD
 
 
-def connect(url, user="alice", password=PASSWORD):
+def connect(url, user="ada", password=PASSWORD):
     return flightsql.connect(url, db_kwargs={"username": user, "password": password})
 
 

@@ -14,7 +14,7 @@ NOTEBOOK = pathlib.Path(__file__).parents[2] / "examples" / "mesh_tour.ipynb"
 
 def test_example_notebook_runs_headless(server, monkeypatch):
     monkeypatch.setenv("MESHQL_URL", server)
-    monkeypatch.setenv("MESHQL_USER", "alice")
+    monkeypatch.setenv("MESHQL_USER", "ada")
     monkeypatch.setenv("MESHQL_PASSWORD", PASSWORD)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()

@@ -18,7 +18,7 @@ def command(query: str) -> flight.FlightDescriptor:
 
 def test_basic_token_then_query(server):
     client = flight.FlightClient(server)
-    header = client.authenticate_basic_token("alice", PASSWORD)
+    header = client.authenticate_basic_token("ada", PASSWORD)
     options = flight.FlightCallOptions(headers=[header])
     assert header[1].startswith(b"Bearer ")
 

@@ -26,7 +26,7 @@ def spawn(args, env=None):
 
 @pytest.fixture
 def embedded(demo_dir):
-    child = spawn(["--config", str(demo_dir / "mesh.yaml")], env={"ALICE_PASSWORD": PASSWORD})
+    child = spawn(["--config", str(demo_dir / "mesh.yaml"), "--user", "ada"], env={"MESHQL_DEMO_PASSWORD": PASSWORD})
     yield child
     child.sendline("\\q")
     child.expect(pexpect.EOF)
@@ -92,7 +92,7 @@ def test_ctrl_c_cancels_the_query_and_keeps_the_shell(embedded):
 
 
 def test_connect_to_a_server_with_sign_in(server):
-    child = spawn(["--connect", server, "--user", "alice"], env={"MESHQL_PASSWORD": PASSWORD})
+    child = spawn(["--connect", server, "--user", "ada"], env={"MESHQL_PASSWORD": PASSWORD})
     child.sendline("\\dt customer.%")
     child.expect_exact("customer.profile.customer")
     child.expect_exact(PROMPT)

@@ -10,7 +10,7 @@ from conftest import PASSWORD
 
 def engine_for(url):
     host_port = url.split("//", 1)[1]
-    return create_engine(f"datafusion://alice:{quote(PASSWORD, safe='')}@{host_port}?insecure=true")
+    return create_engine(f"datafusion://ada:{quote(PASSWORD, safe='')}@{host_port}?insecure=true")
 
 
 def test_inspector_lists_schemas_tables_and_columns(server):

@@ -1,5 +1,6 @@
-//! The `access:` section of the main mesh file: who may sign in. (Who may read what
-//! arrives with the governance rules.)
+//! The `access:` section of the main mesh file: who may sign in, who may read what
+//! (rules, row filters, column masks, tag policies) and where statements are audited.
+//! It is compiled into checked policies by [`crate::governance::policies`].
 //!
 //! An `access` section that does not decode is fatal: a server must never fall back to
 //! open mode because its access rules had a typo.
@@ -14,6 +15,47 @@ use serde::Deserialize;
 pub struct AccessConfig {
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
+    /// Principals that see everything, unfiltered, including the audit log and grants.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// Grants, denies, row filters and column masks; all matching rules apply.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// Global masks for columns carrying a tag.
+    #[serde(default)]
+    pub tag_policies: Vec<TagPolicyConfig>,
+    /// Append-only JSON lines file, relative to the main mesh file.
+    pub audit_log: Option<String>,
+}
+
+/// `access.rules[i]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// `user:NAME`, `group:NAME` or `"*"`.
+    pub principals: Vec<String>,
+    /// `domain.product.port` patterns; `*` matches any name part.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Port name -> SQL condition over the port's columns.
+    #[serde(default)]
+    pub row_filters: BTreeMap<String, String>,
+    /// `domain.product.port.column` -> SQL expression replacing the column's value.
+    #[serde(default)]
+    pub column_masks: BTreeMap<String, String>,
+}
+
+/// `access.tag_policies[i]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagPolicyConfig {
+    pub tag: String,
+    pub mask: String,
+    /// Principals the mask does not apply to.
+    #[serde(default)]
+    pub unless: Vec<String>,
 }
 
 /// One user: a password (usually `${env:...}`) or its SHA-256 hex digest, and groups.

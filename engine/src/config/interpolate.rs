@@ -1,4 +1,5 @@
-//! `${env:VAR}` interpolation in YAML string values.
+//! `${env:VAR}` interpolation in YAML string values; `${env:VAR:-default}` falls back
+//! to `default` when VAR is unset.
 //!
 //! Interpolation happens on parsed values, not on the raw text, so a secret containing
 //! YAML syntax (`:`, `#`, quotes) can never change the structure of the file.
@@ -81,9 +82,15 @@ fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, St
                 "unsupported reference `${{{reference}}}`: only `${{env:VARIABLE}}` is supported"
             )
         })?;
-        let value = lookup(var).ok_or_else(|| {
-            format!("environment variable `{var}` is not set (referenced as `${{env:{var}}}`)")
-        })?;
+        let (var, default) = match var.split_once(":-") {
+            Some((var, default)) => (var, Some(default)),
+            None => (var, None),
+        };
+        let value = lookup(var)
+            .or_else(|| default.map(str::to_string))
+            .ok_or_else(|| {
+                format!("environment variable `{var}` is not set (referenced as `${{env:{var}}}`)")
+            })?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -103,6 +110,8 @@ mod tests {
     fn expands_escapes_and_reports() {
         assert_eq!(expand("a${env:SECRET}b", &env).unwrap(), "as3cr#t: xb");
         assert_eq!(expand("$${env:SECRET}", &env).unwrap(), "${env:SECRET}");
+        assert_eq!(expand("${env:NOPE:-x y}", &env).unwrap(), "x y");
+        assert_eq!(expand("${env:SECRET:-x}", &env).unwrap(), "s3cr#t: x");
         assert!(
             expand("${env:NOPE}", &env)
                 .unwrap_err()

@@ -140,6 +140,8 @@ pub struct MeshSpec {
     pub problems: Vec<Problem>,
     /// The `access:` section; `None` means the mesh runs open (loopback only).
     pub access: Option<AccessConfig>,
+    /// The same section compiled into checked rules.
+    pub policies: Option<Arc<crate::governance::Policies>>,
 }
 
 impl MeshSpec {
@@ -213,6 +215,12 @@ pub fn load_mesh_with_env(
         sources: loader.sources,
         domains: loader.domains,
         problems: loader.problems,
+        policies: access
+            .as_ref()
+            .map(|a| crate::governance::Policies::compile(a, &root_origin.child("access")))
+            .transpose()
+            .map_err(Error::Config)?
+            .map(Arc::new),
         access,
     })
 }

@@ -22,8 +22,12 @@ struct Pending {
     depends_on: Vec<PortName>,
 }
 
-/// Plan every derived port in `ports` against `state` (whose catalogs hold the mesh).
-pub async fn plan_derived_ports(ports: &[Arc<PortEntry>], state: &SessionState) {
+/// The session a derived port is planned in: its definer's rights.
+pub type Definer<'a> = dyn Fn(&PortEntry) -> Result<SessionState, String> + 'a;
+
+/// Plan every derived port in `ports`: parsed with `state`, planned in the session
+/// `definer` gives for it (the owning domain's owner group when the mesh is governed).
+pub async fn plan_derived_ports(ports: &[Arc<PortEntry>], state: &SessionState, definer: &Definer<'_>) {
     let (default_catalog, default_schema) = {
         let options = state.config().options();
         (
@@ -87,7 +91,14 @@ pub async fn plan_derived_ports(ports: &[Arc<PortEntry>], state: &SessionState) 
         let Some(p) = pending.remove(&name) else {
             continue;
         };
-        match state.statement_to_plan(p.statement).await {
+        let definer_state = match definer(&p.entry) {
+            Ok(state) => state,
+            Err(reason) => {
+                fail(&p.entry, reason, "set the domain's `owner` to the group that defines it");
+                continue;
+            }
+        };
+        match definer_state.statement_to_plan(p.statement).await {
             Ok(plan) => {
                 let view = ViewTable::new(plan, p.entry.info.sql.clone());
                 p.entry.set_state(PortState::Ready(Arc::new(view)));

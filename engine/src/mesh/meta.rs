@@ -17,6 +17,10 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::MeshRegistry;
 use super::port::{PortKind, PortState};
+use crate::config::PortName;
+
+/// Which ports the reader may see; metadata of the others is left out.
+pub type Visibility = Arc<dyn Fn(&PortName) -> bool + Send + Sync>;
 
 pub const META_CATALOG: &str = "mesh";
 pub const META_SCHEMA: &str = "meta";
@@ -122,18 +126,30 @@ pub struct MetaCatalog {
 }
 
 impl MetaCatalog {
+    /// The whole mesh, for the platform itself.
     pub fn new(registry: Arc<MeshRegistry>) -> Self {
-        let tables = MetaKind::ALL
+        Self::filtered(registry, None, Vec::new())
+    }
+
+    /// The mesh as one reader sees it, with extra tables (the audit log, grants).
+    pub fn filtered(
+        registry: Arc<MeshRegistry>,
+        visible: Option<Visibility>,
+        extra: Vec<(String, Arc<dyn TableProvider>)>,
+    ) -> Self {
+        let mut tables: BTreeMap<String, Arc<dyn TableProvider>> = MetaKind::ALL
             .into_iter()
             .map(|kind| {
-                let table = Arc::new(MetaTable {
+                let table: Arc<dyn TableProvider> = Arc::new(MetaTable {
                     kind,
                     schema: kind.schema(),
                     registry: Arc::clone(&registry),
+                    visible: visible.clone(),
                 });
                 (kind.name().to_string(), table)
             })
             .collect();
+        tables.extend(extra);
         MetaCatalog {
             schema: Arc::new(MetaSchema { tables }),
         }
@@ -152,7 +168,7 @@ impl CatalogProvider for MetaCatalog {
 
 #[derive(Debug)]
 struct MetaSchema {
-    tables: BTreeMap<String, Arc<MetaTable>>,
+    tables: BTreeMap<String, Arc<dyn TableProvider>>,
 }
 
 #[async_trait]
@@ -165,7 +181,7 @@ impl SchemaProvider for MetaSchema {
         Ok(self
             .tables
             .get(name)
-            .map(|t| Arc::clone(t) as Arc<dyn TableProvider>))
+            .map(Arc::clone))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -173,11 +189,17 @@ impl SchemaProvider for MetaSchema {
     }
 }
 
-#[derive(Debug)]
 struct MetaTable {
     kind: MetaKind,
     schema: SchemaRef,
     registry: Arc<MeshRegistry>,
+    visible: Option<Visibility>,
+}
+
+impl std::fmt::Debug for MetaTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MetaTable({})", self.kind.name())
+    }
 }
 
 #[async_trait]
@@ -197,7 +219,8 @@ impl TableProvider for MetaTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let batch = build(self.kind, Arc::clone(&self.schema), &self.registry)?;
+        let visible = |name: &PortName| self.visible.as_ref().is_none_or(|v| v(name));
+        let batch = build(self.kind, Arc::clone(&self.schema), &self.registry, &visible)?;
         MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?
             .scan(state, projection, filters, limit)
             .await
@@ -235,12 +258,20 @@ fn at(origin: &crate::config::Origin) -> Option<String> {
     ))
 }
 
-fn build(kind: MetaKind, schema: SchemaRef, registry: &MeshRegistry) -> DFResult<RecordBatch> {
+fn build(
+    kind: MetaKind,
+    schema: SchemaRef,
+    registry: &MeshRegistry,
+    visible: &dyn Fn(&PortName) -> bool,
+) -> DFResult<RecordBatch> {
+    let sees_product = |p: &super::ProductInfo| p.ports.values().any(|port| visible(&port.info.name));
+    let sees_domain = |d: &super::DomainInfo| d.products.values().any(sees_product);
+    let ports = || registry.ports().filter(|(_, p)| visible(&p.info.name));
     let columns: Vec<ArrayRef> = match kind {
         MetaKind::Domains => {
             let (mut name, mut owner, mut desc, mut tags, mut decl) =
                 (vec![], vec![], vec![], vec![], vec![]);
-            for d in registry.domains.values() {
+            for d in registry.domains.values().filter(|d| sees_domain(d)) {
                 name.push(Some(d.name.clone()));
                 owner.push(d.owner.clone());
                 desc.push(d.description.clone());
@@ -259,7 +290,7 @@ fn build(kind: MetaKind, schema: SchemaRef, registry: &MeshRegistry) -> DFResult
             let (mut dom, mut name, mut owner, mut desc, mut tags, mut decl) =
                 (vec![], vec![], vec![], vec![], vec![], vec![]);
             for d in registry.domains.values() {
-                for p in d.products.values() {
+                for p in d.products.values().filter(|p| sees_product(p)) {
                     dom.push(Some(d.name.clone()));
                     name.push(Some(p.name.clone()));
                     owner.push(d.owner.clone());
@@ -280,7 +311,7 @@ fn build(kind: MetaKind, schema: SchemaRef, registry: &MeshRegistry) -> DFResult
         MetaKind::OutputPorts => {
             let mut cols: [Col; 13] = Default::default();
             let mut tags = vec![];
-            for (domain, port) in registry.ports() {
+            for (domain, port) in ports() {
                 let info = &port.info;
                 let (status, error) = match port.state() {
                     PortState::Ready(_) => ("available", None),
@@ -319,7 +350,7 @@ fn build(kind: MetaKind, schema: SchemaRef, registry: &MeshRegistry) -> DFResult
             let (mut dom, mut prod, mut port_col, mut name, mut desc, mut owner) =
                 (vec![], vec![], vec![], vec![], vec![], vec![]);
             let (mut ordinal, mut dtype, mut nullable, mut tags) = (vec![], vec![], vec![], vec![]);
-            for (domain, port) in registry.ports() {
+            for (domain, port) in ports() {
                 let info = &port.info;
                 // Columns of an unavailable port: the documented ones, without types.
                 let fields: Vec<(String, Option<String>, Option<bool>)> = match port.table() {
@@ -370,7 +401,14 @@ fn build(kind: MetaKind, schema: SchemaRef, registry: &MeshRegistry) -> DFResult
         }
         MetaKind::Sources => {
             let mut cols: [Col; 6] = Default::default();
-            for s in registry.sources.values() {
+            let used: std::collections::BTreeSet<&str> =
+                ports().filter_map(|(_, p)| p.info.source.as_deref()).collect();
+            let all = registry.ports().count() == ports().count();
+            for s in registry
+                .sources
+                .values()
+                .filter(|s| all || used.contains(s.name.as_str()))
+            {
                 let values = [
                     Some(s.name.clone()),
                     s.kind.clone(),

@@ -76,6 +76,20 @@ impl MeshRegistry {
     }
 
     /// Problems of ports that cannot be read right now.
+    pub fn derived_ports(&self) -> Vec<Arc<PortEntry>> {
+        self.ports()
+            .filter(|(_, p)| p.info.kind == PortKind::Derived)
+            .map(|(_, p)| Arc::clone(p))
+            .collect()
+    }
+
+    /// Documented columns that the open ports do not have.
+    pub fn column_problems(&self) -> Vec<Problem> {
+        self.ports()
+            .flat_map(|(_, p)| undocumented_columns(p))
+            .collect()
+    }
+
     pub fn port_problems(&self) -> Vec<Problem> {
         self.ports()
             .filter_map(|(_, port)| match port.state() {
@@ -87,7 +101,8 @@ impl MeshRegistry {
 }
 
 /// Open every source and port of `spec` and register the mesh in `ctx`: one catalog per
-/// domain, plus the `mesh` catalog of metadata.
+/// domain, plus the `mesh` catalog of metadata. Derived ports are left for
+/// [`derived::plan_derived_ports`], which needs the governance built on this registry.
 pub async fn register_mesh(
     spec: MeshSpec,
     connectors: &ConnectorRegistry,
@@ -104,7 +119,6 @@ pub async fn register_mesh(
 
     // Declare every port; source ports get what they need to open.
     let mut to_open = Vec::new();
-    let mut derived = Vec::new();
     let opener = Opener {
         runtime: ctx.runtime_env(),
         config: ctx.copied_config(),
@@ -112,7 +126,7 @@ pub async fn register_mesh(
     let opening_state = opener.state();
     let mut domains = BTreeMap::new();
     for domain in spec.domains.into_values() {
-        let info = declare_domain(domain, &sources, &mut to_open, &mut derived);
+        let info = declare_domain(domain, &sources, &mut to_open);
         domains.insert(info.name.clone(), info);
     }
 
@@ -152,17 +166,6 @@ pub async fn register_mesh(
             })
             .collect();
         ctx.register_catalog(domain.name.clone(), Arc::new(DomainCatalog::new(products)));
-    }
-
-    // Views are planned against the catalogs just registered.
-    derived::plan_derived_ports(&derived, &ctx.state()).await;
-
-    for (_, port) in domains
-        .values()
-        .flat_map(|d| d.products.values())
-        .flat_map(|p| p.ports.iter())
-    {
-        problems.extend(undocumented_columns(port));
     }
 
     let registry = Arc::new(MeshRegistry {
@@ -236,7 +239,6 @@ fn declare_domain(
     domain: DomainSpec,
     sources: &BTreeMap<String, SourceInfo>,
     to_open: &mut Vec<(Arc<PortEntry>, Reopen)>,
-    derived: &mut Vec<Arc<PortEntry>>,
 ) -> DomainInfo {
     let products = domain
         .products
@@ -247,9 +249,6 @@ fn declare_domain(
                 .into_values()
                 .map(|spec| {
                     let entry = declare_port(spec, sources, to_open);
-                    if entry.info.kind == PortKind::Derived {
-                        derived.push(Arc::clone(&entry));
-                    }
                     (entry.info.name.port.clone(), entry)
                 })
                 .collect();

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use meshql_engine::{Error, MeshEngine};
+use meshql_engine::{Error, Identity, MeshEngine};
 
 use meshql_flight_server::output::Format;
 
@@ -35,6 +35,10 @@ enum Command {
         /// Output format: an aligned table, CSV with a header line, or JSON lines (one object per row).
         #[arg(long, value_enum, default_value_t = Format::Table, env = "MESHQL_FORMAT")]
         format: Format,
+        /// Act as this user of the mesh's `access.users` (required when the mesh has
+        /// access rules), to try its grants, filters and masks locally.
+        #[arg(long, env = "MESHQL_USER")]
+        user: Option<String>,
         /// The statement, e.g. "SELECT * FROM sales.orders.orders LIMIT 5".
         sql: String,
     },
@@ -116,10 +120,38 @@ impl MeshArgs {
     }
 }
 
+/// Who embedded statements run as. A governed mesh needs a declared user (no password:
+/// whoever runs the embedded engine can read the mesh files anyway); an open mesh
+/// lets everyone read everything.
+pub fn embedded_identity(engine: &MeshEngine, user: Option<&str>) -> Result<Identity, String> {
+    let Some(access) = engine.access().filter(|_| engine.is_governed()) else {
+        return Ok(user.map_or_else(Identity::anonymous, |u| Identity::new(u, Vec::new())));
+    };
+    let declared: Vec<&str> = access.users.keys().map(String::as_str).collect();
+    let Some(user) = user else {
+        return Err(format!(
+            "this mesh has access rules: pass --user NAME to run as one of its users ({})",
+            declared.join(", ")
+        ));
+    };
+    match access.users.get(user) {
+        Some(u) => Ok(Identity::new(user, u.groups.clone())),
+        None => Err(format!(
+            "no user `{user}` in the mesh's `access.users` (declared: {})",
+            declared.join(", ")
+        )),
+    }
+}
+
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { mesh } => check::run(&mesh).await,
-        Command::Query { mesh, format, sql } => query::run(&mesh, format, &sql).await,
+        Command::Query {
+            mesh,
+            format,
+            user,
+            sql,
+        } => query::run(&mesh, format, user.as_deref(), &sql).await,
         Command::Serve { mesh, serve } => serve::run(&mesh, &serve).await,
         Command::Repl { repl } => repl::run(&repl).await,
     }

@@ -2,14 +2,20 @@
 
 use std::process::ExitCode;
 
-use meshql_engine::Error;
 
 use super::MeshArgs;
 use meshql_flight_server::output::{Format, print_stream};
 
-pub async fn run(args: &MeshArgs, format: Format, sql: &str) -> ExitCode {
+pub async fn run(args: &MeshArgs, format: Format, user: Option<&str>, sql: &str) -> ExitCode {
     let engine = match args.open().await {
         Ok(engine) => engine,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let identity = match super::embedded_identity(&engine, user) {
+        Ok(identity) => identity,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
@@ -25,8 +31,7 @@ pub async fn run(args: &MeshArgs, format: Format, sql: &str) -> ExitCode {
         );
     }
     let result = async {
-        let df = engine.sql(sql).await?;
-        let stream = df.execute_stream().await.map_err(Error::from)?;
+        let stream = engine.session(&identity).plan(sql).await?.execute().await?;
         print_stream(stream, format).await
     };
     // A typo in a domain or product hides its ports: say so before "table not found".

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Args;
 use meshql_flight_server::repl::{Backend, Repl};
@@ -23,8 +22,9 @@ pub struct ReplArgs {
     /// A Flight SQL server instead of the embedded engine, e.g. grpc://127.0.0.1:50051.
     #[arg(long, env = "MESHQL_CONNECT")]
     connect: Option<String>,
-    /// Sign in as this user (password from MESHQL_PASSWORD or a prompt).
-    #[arg(long, env = "MESHQL_USER", requires = "connect")]
+    /// With --connect: sign in as this user (password from MESHQL_PASSWORD or a prompt).
+    /// Embedded: act as this user of the mesh's `access.users`, to try its policies.
+    #[arg(long, env = "MESHQL_USER")]
     user: Option<String>,
     /// PEM of the CA that signed the server's certificate (grpc+tls://).
     #[arg(long, env = "MESHQL_TLS_CA", requires = "connect")]
@@ -85,14 +85,25 @@ pub async fn run(args: &ReplArgs) -> ExitCode {
                     for problem in engine.problems() {
                         eprintln!("warning: {problem}");
                     }
+                    let identity = match super::embedded_identity(&engine, args.user.as_deref()) {
+                        Ok(identity) => identity,
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    };
                     let what = if args.demo {
                         "the demo mesh".to_string()
                     } else {
                         "the mesh".to_string()
                     };
                     (
-                        Backend::Embedded(Arc::new(engine)),
-                        format!("meshql {} on {what} (embedded)", env!("CARGO_PKG_VERSION")),
+                        Backend::Embedded(Box::new(engine.session(&identity))),
+                        format!(
+                            "meshql {} on {what} (embedded, as {})",
+                            env!("CARGO_PKG_VERSION"),
+                            identity.user
+                        ),
                     )
                 }
                 Err(e) => {

@@ -9,13 +9,14 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use meshql_engine::MeshEngine;
+use meshql_engine::MeshSession;
 use tonic::transport::Channel;
 
 pub type Batches = BoxStream<'static, Result<RecordBatch, String>>;
 
 pub enum Backend {
-    Embedded(Arc<MeshEngine>),
+    /// One session for the whole shell: settings made with SET persist.
+    Embedded(Box<MeshSession>),
     Remote(Box<FlightSqlServiceClient<Channel>>),
 }
 
@@ -57,12 +58,9 @@ impl Backend {
     /// Plan and start `sql`.
     pub async fn run(&mut self, sql: &str) -> Result<(SchemaRef, Batches), String> {
         match self {
-            Backend::Embedded(engine) => {
-                let df = engine.sql(sql).await.map_err(|e| e.to_string())?;
-                let stream = df
-                    .execute_stream()
-                    .await
-                    .map_err(|e| meshql_engine::Error::from(e).to_string())?;
+            Backend::Embedded(session) => {
+                let planned = session.plan(sql).await.map_err(|e| e.to_string())?;
+                let stream = planned.execute().await.map_err(|e| e.to_string())?;
                 let schema = stream.schema();
                 let batches = stream
                     .map_err(|e| meshql_engine::Error::from(e).to_string())

@@ -15,12 +15,7 @@ use tonic::metadata::MetadataMap;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub user: String,
-    pub groups: Vec<String>,
-}
+pub use meshql_engine::Identity;
 
 #[derive(Clone)]
 struct User {
@@ -271,7 +266,10 @@ mod tests {
             },
         );
         Authenticator::new(
-            Some(&AccessConfig { users }),
+            Some(&AccessConfig {
+                users,
+                ..AccessConfig::default()
+            }),
             Some("k"),
             Duration::from_secs(60),
         )

@@ -14,7 +14,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::SchemaProvider;
 use datafusion::logical_expr::TableType;
-use meshql_engine::MeshEngine;
+use meshql_engine::{MeshEngine, MeshSession};
 
 use super::statement::client_schema;
 
@@ -23,11 +23,12 @@ pub const TABLE_TYPES: [&str; 2] = ["TABLE", "VIEW"];
 /// Column metadata key for remarks (descriptions), as Flight SQL defines it.
 const REMARKS: &str = "ARROW:FLIGHT:SQL:REMARKS";
 
+/// Listings are made from the caller's session: only what the caller may read.
 pub fn catalogs(
-    engine: &MeshEngine,
+    session: &MeshSession,
     query: CommandGetCatalogs,
 ) -> Result<RecordBatch, FlightError> {
-    let mut names = engine.context().catalog_names();
+    let mut names = session.context().catalog_names();
     names.sort();
     let mut builder = query.into_builder();
     for name in names {
@@ -38,8 +39,8 @@ pub fn catalogs(
 
 /// Every (catalog, schema) pair, sorted: the domains' data products plus `mesh.meta`
 /// and the information schemas.
-fn schemas_sorted(engine: &MeshEngine) -> Vec<(String, String, Arc<dyn SchemaProvider>)> {
-    let ctx = engine.context();
+fn schemas_sorted(session: &MeshSession) -> Vec<(String, String, Arc<dyn SchemaProvider>)> {
+    let ctx = session.context();
     let mut out = Vec::new();
     let mut catalogs = ctx.catalog_names();
     catalogs.sort();
@@ -59,11 +60,11 @@ fn schemas_sorted(engine: &MeshEngine) -> Vec<(String, String, Arc<dyn SchemaPro
 }
 
 pub fn schemas(
-    engine: &MeshEngine,
+    session: &MeshSession,
     query: CommandGetDbSchemas,
 ) -> Result<RecordBatch, FlightError> {
     let mut builder = query.into_builder();
-    for (catalog_name, schema_name, _) in schemas_sorted(engine) {
+    for (catalog_name, schema_name, _) in schemas_sorted(session) {
         builder.append(catalog_name, schema_name);
     }
     builder.build()
@@ -73,11 +74,12 @@ pub fn schemas(
 /// their Arrow schema when asked, column descriptions as remarks.
 pub async fn tables(
     engine: &MeshEngine,
+    session: &MeshSession,
     query: CommandGetTables,
 ) -> Result<RecordBatch, FlightError> {
     let include_schema = query.include_schema;
     let mut builder = query.into_builder();
-    for (catalog_name, schema_name, schema) in schemas_sorted(engine) {
+    for (catalog_name, schema_name, schema) in schemas_sorted(session) {
         let mut tables = schema.table_names();
         tables.sort();
         for table_name in tables {

@@ -97,8 +97,8 @@ impl MeshFlightSqlService {
         ticket: Vec<u8>,
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
-        let df = statement::plan(&self.engine, identity, handle).await?;
-        let schema = client_schema(df.schema().as_arrow());
+        let planned = statement::plan(&self.engine, identity, handle).await?;
+        let schema = client_schema(planned.df.schema().as_arrow());
         Ok(Response::new(Self::flight_info(
             &schema, ticket, descriptor,
         )?))
@@ -109,8 +109,8 @@ impl MeshFlightSqlService {
         identity: &Identity,
         handle: &Handle,
     ) -> Result<Response<DoGetStream>, Status> {
-        let df = statement::plan(&self.engine, identity, handle).await?;
-        let stream = statement::execute(df, identity, &handle.sql).await?;
+        let planned = statement::plan(&self.engine, identity, handle).await?;
+        let stream = statement::execute(planned, identity, &handle.sql).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -194,7 +194,7 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let identity = self.identity(&request)?;
         let handle = Handle::new(&query.query);
-        let df = statement::plan(&self.engine, &identity, &handle).await?;
+        let df = statement::plan(&self.engine, &identity, &handle).await?.df;
         let options = IpcWriteOptions::default();
         let encode = |schema: &Schema| -> Result<Vec<u8>, Status> {
             let message: IpcMessage = SchemaAsIpc::new(schema, &options)
@@ -302,7 +302,8 @@ impl FlightSqlService for MeshFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         self.identity(&request)?;
-        batch_stream(catalog::catalogs(&self.engine, query))
+        let session = self.engine.session(&self.identity(&request)?);
+        batch_stream(catalog::catalogs(&session, query))
     }
 
     async fn get_flight_info_schemas(
@@ -320,7 +321,8 @@ impl FlightSqlService for MeshFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         self.identity(&request)?;
-        batch_stream(catalog::schemas(&self.engine, query))
+        let session = self.engine.session(&self.identity(&request)?);
+        batch_stream(catalog::schemas(&session, query))
     }
 
     async fn get_flight_info_tables(
@@ -338,7 +340,8 @@ impl FlightSqlService for MeshFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         self.identity(&request)?;
-        batch_stream(catalog::tables(&self.engine, query).await)
+        let session = self.engine.session(&self.identity(&request)?);
+        batch_stream(catalog::tables(&self.engine, &session, query).await)
     }
 
     async fn get_flight_info_table_types(

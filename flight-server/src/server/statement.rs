@@ -20,11 +20,10 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use futures::{Stream, StreamExt, TryStreamExt};
-use meshql_engine::MeshEngine;
+use meshql_engine::{Identity, MeshEngine, Planned};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
-use super::auth::Identity;
 use super::status::{df_status, status};
 
 /// What a ticket or prepared-statement handle carries.
@@ -130,20 +129,24 @@ pub fn rewrite_placeholders(sql: &str) -> String {
     out
 }
 
-/// Plan `handle` for `user`: a DataFrame with parameters bound.
-pub async fn plan(
-    engine: &MeshEngine,
-    _user: &Identity,
-    handle: &Handle,
-) -> Result<DataFrame, Status> {
-    let df = engine.sql(&handle.sql).await.map_err(status)?;
+/// Plan `handle` for `user`, under `user`'s policies, with parameters bound. Handles
+/// carry no plan: each call plans again for whoever presents it, so a handle made by
+/// one user never runs with another's rights.
+pub async fn plan(engine: &MeshEngine, user: &Identity, handle: &Handle) -> Result<Planned, Status> {
+    let planned = engine
+        .session(user)
+        .plan(&handle.sql)
+        .await
+        .map_err(status)?;
     match handle.param_values()? {
-        Some(values) => df
-            .with_param_values(ParamValues::List(
-                values.into_iter().map(Into::into).collect(),
-            ))
-            .map_err(df_status),
-        None => Ok(df),
+        Some(values) => planned
+            .map_df(|df| {
+                df.with_param_values(ParamValues::List(
+                    values.into_iter().map(Into::into).collect(),
+                ))
+            })
+            .map_err(status),
+        None => Ok(planned),
     }
 }
 
@@ -207,13 +210,13 @@ fn to_client_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch
 /// client that goes away) drops the DataFusion stream, which cancels the query. Logs
 /// one line per query when the stream ends.
 pub async fn execute(
-    df: DataFrame,
+    planned: Planned,
     user: &Identity,
     sql: &str,
 ) -> Result<impl Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static, Status> {
-    let schema = client_schema(df.schema().as_arrow());
+    let schema = client_schema(planned.df.schema().as_arrow());
     let started = Instant::now();
-    let stream = df.execute_stream().await.map_err(df_status)?;
+    let stream = planned.execute().await.map_err(status)?;
     let mut log = QueryLog {
         query_id: next_query_id(),
         user: user.user.clone(),

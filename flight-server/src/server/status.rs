@@ -11,6 +11,11 @@ pub fn status(err: Error) -> Status {
             Status::failed_precondition(meshql_engine::problem::display_all(&problems))
         }
         Error::Setup(message) => Status::failed_precondition(message),
+        Error::Denied(message) => Status::permission_denied(Error::Denied(message).to_string()),
+        Error::Audit(message) => {
+            tracing::error!(%message, "audit log");
+            Status::unavailable(format!("{message}; statements are refused until it can be written"))
+        }
         Error::Internal(message) => {
             tracing::error!(%message, "internal error");
             Status::internal("internal error in meshql (logged on the server)")

@@ -12,8 +12,25 @@ use meshql_engine::MeshEngine;
 use sqllogictest::{DBOutput, DefaultColumnType};
 
 /// One embedded connection to the test mesh.
+/// The password of every user of the policy test mesh (tests/fixtures/policy).
+pub const TEST_PASSWORD: &str = "policy test:pw";
+
+/// A `\user NAME` line switches the connection to that user (embedded: a session of
+/// that identity; Flight SQL: a sign-in). Policy files start every block with one.
+fn user_switch(sql: &str) -> Option<&str> {
+    sql.trim().strip_prefix("\\user ").map(str::trim)
+}
+
 pub struct EngineDb {
     pub engine: Arc<MeshEngine>,
+    pub session: meshql_engine::MeshSession,
+}
+
+impl EngineDb {
+    pub fn new(engine: Arc<MeshEngine>) -> Self {
+        let session = engine.session(&meshql_engine::Identity::anonymous());
+        EngineDb { engine, session }
+    }
 }
 
 #[derive(Debug)]
@@ -33,10 +50,25 @@ impl sqllogictest::AsyncDB for EngineDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
+        if let Some(user) = user_switch(sql) {
+            let groups = self
+                .engine
+                .access()
+                .and_then(|a| a.users.get(user))
+                .map(|u| u.groups.clone())
+                .ok_or_else(|| SltError(format!("no user {user} in the test mesh")))?;
+            self.session = self
+                .engine
+                .session(&meshql_engine::Identity::new(user, groups));
+            return Ok(DBOutput::StatementComplete(0));
+        }
         let result = async {
-            let df = self.engine.sql(sql).await?;
-            let schema = Arc::clone(df.schema().inner());
-            let batches = df.collect().await.map_err(meshql_engine::Error::from)?;
+            let planned = self.session.plan(sql).await?;
+            let schema = Arc::clone(planned.df.schema().inner());
+            let stream = planned.execute().await?;
+            let batches: Vec<RecordBatch> = futures::TryStreamExt::try_collect(stream)
+                .await
+                .map_err(meshql_engine::Error::from)?;
             Ok::<_, meshql_engine::Error>((schema, batches))
         };
         let (schema, batches) = result.await.map_err(|e| SltError(e.to_string()))?;
@@ -114,8 +146,9 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, String> {
 }
 
 /// Every `.slt` file under tests/slt, optionally filtered by `MESHQL_SLT` (substring).
-pub fn slt_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/slt");
+/// The .slt files of `tests/<subdir>`.
+pub fn slt_files(subdir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests").join(subdir);
     let filter = std::env::var("MESHQL_SLT").unwrap_or_default();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
@@ -134,7 +167,7 @@ pub fn slt_files() -> Vec<PathBuf> {
 
 /// Run (or with `MESHQL_SLT_COMPLETE=1`, rewrite the expected output of) every file
 /// against connections made by `connect`. Panics listing every failing file.
-pub async fn run_all<D, F, Fut>(connect: F)
+pub async fn run_all<D, F, Fut>(subdir: &str, connect: F)
 where
     D: sqllogictest::AsyncDB<ColumnType = DefaultColumnType> + 'static,
     F: Fn() -> Fut + Clone + Send + 'static,
@@ -142,7 +175,7 @@ where
 {
     let complete = std::env::var("MESHQL_SLT_COMPLETE").is_ok_and(|v| v == "1");
     let mut failures = Vec::new();
-    for file in slt_files() {
+    for file in slt_files(subdir) {
         let mut runner = sqllogictest::Runner::new(connect.clone());
         runner.with_column_validator(sqllogictest::strict_column_validator);
         if complete {
@@ -172,6 +205,8 @@ where
 /// the protocol clients use.
 pub struct FlightDb {
     pub client: arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    /// Run every query as a prepared statement (the JDBC driver's way).
+    pub prepared: bool,
 }
 
 #[async_trait]
@@ -184,11 +219,28 @@ impl sqllogictest::AsyncDB for FlightDb {
         fn err(e: impl std::fmt::Display) -> SltError {
             SltError(e.to_string())
         }
-        let info = self
-            .client
-            .execute(sql.to_string(), None)
-            .await
-            .map_err(err)?;
+        if let Some(user) = user_switch(sql) {
+            // An old token would be sent along and win over the new Basic credentials.
+            self.client.clear_token();
+            self.client
+                .handshake(user, TEST_PASSWORD)
+                .await
+                .map_err(err)?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        let info = if self.prepared {
+            let mut statement = self
+                .client
+                .prepare(sql.to_string(), None)
+                .await
+                .map_err(err)?;
+            statement.execute().await.map_err(err)?
+        } else {
+            self.client
+                .execute(sql.to_string(), None)
+                .await
+                .map_err(err)?
+        };
         let schema = info.clone().try_decode_schema().map_err(err)?;
         let mut batches = Vec::new();
         for endpoint in info.endpoint {

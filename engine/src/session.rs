@@ -1,0 +1,303 @@
+//! [`MeshSession`]: statements of one identity. Plans under that identity's catalogs,
+//! refuses DDL, DML and settings off the allow-list, and audits every statement: a
+//! failure to plan is recorded at once, an execution when its stream ends (rows,
+//! duration, error), is cancelled, or fails.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::RecordBatchStream;
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream};
+
+use crate::error::{Error, Result};
+use crate::governance::audit::AuditRecord;
+use crate::governance::catalog::Denials;
+use crate::governance::expr::normalize_identity_calls;
+use crate::governance::{Governance, Identity, settings};
+
+pub struct MeshSession {
+    ctx: SessionContext,
+    identity: Identity,
+    governance: Arc<Governance>,
+    denials: Denials,
+}
+
+impl std::fmt::Debug for MeshSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshSession")
+            .field("user", &self.identity.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeshSession {
+    pub(crate) fn new(governance: &Arc<Governance>, identity: &Identity) -> Self {
+        let denials: Denials = Arc::new(Mutex::new(BTreeSet::new()));
+        let state = governance.session_state(identity, Arc::clone(&denials));
+        MeshSession {
+            ctx: SessionContext::new_with_state(state),
+            identity: identity.clone(),
+            governance: Arc::clone(governance),
+            denials,
+        }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The catalogs as this identity sees them (listings, completion).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Plan one read-only statement. A statement that fails to plan is audited here;
+    /// one that plans is audited when [`Planned::execute`] finishes.
+    pub async fn plan(&self, sql: &str) -> Result<Planned> {
+        let started = Instant::now();
+        let mut record = AuditRecord::new(&self.identity.user, sql);
+        if let Ok(mut d) = self.denials.lock() {
+            d.clear();
+        }
+        match self.plan_inner(sql).await {
+            Ok(df) => {
+                record.ports = ports_read(df.logical_plan());
+                Ok(Planned {
+                    df,
+                    record,
+                    started,
+                    audit: Arc::clone(&self.governance),
+                })
+            }
+            Err(e) => {
+                let denied: Vec<String> = self
+                    .denials
+                    .lock()
+                    .map(|d| d.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default();
+                if let Error::Denied(reason) = &e {
+                    record.decision = "denied".into();
+                    record.reason = Some(reason.clone());
+                } else if !denied.is_empty() {
+                    record.decision = "denied".into();
+                    record.reason = Some(format!("not granted: {}", denied.join(", ")));
+                    record.ports = denied;
+                }
+                record.error = Some(e.to_string());
+                record.duration_ms = started.elapsed().as_secs_f64() * 1e3;
+                self.governance
+                    .audit()
+                    .write(record)
+                    .await
+                    .map_err(Error::Audit)?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn plan_inner(&self, sql: &str) -> Result<DataFrame> {
+        if let Some(reason) = self.governance.audit().problem() {
+            return Err(Error::Audit(reason.to_string()));
+        }
+        let sql = normalize_identity_calls(sql);
+        let state = self.ctx.state();
+        let plan = state.create_logical_plan(&sql).await?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .verify_plan(&plan)?;
+        settings::check(&plan).map_err(Error::Denied)?;
+        Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+}
+
+/// Ports a plan reads: table scans of ports and inlined derived ports, in subqueries too.
+fn ports_read(plan: &LogicalPlan) -> Vec<String> {
+    let mut ports = BTreeSet::new();
+    let mut add = |name: String| {
+        if name.split('.').count() == 3 && !name.starts_with("mesh.") {
+            ports.insert(name);
+        }
+    };
+    let _ = plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::TableScan(scan) => add(scan.table_name.to_string()),
+            LogicalPlan::SubqueryAlias(a) => add(a.alias.to_string()),
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    ports.into_iter().collect()
+}
+
+/// A planned statement, to execute once.
+pub struct Planned {
+    pub df: DataFrame,
+    record: AuditRecord,
+    started: Instant,
+    audit: Arc<Governance>,
+}
+
+impl Planned {
+    pub fn ports(&self) -> &[String] {
+        &self.record.ports
+    }
+
+    /// Bind parameters, or anything else that keeps the statement the same.
+    pub fn map_df(
+        mut self,
+        f: impl FnOnce(DataFrame) -> std::result::Result<DataFrame, DataFusionError>,
+    ) -> Result<Self> {
+        self.df = f(self.df)?;
+        Ok(self)
+    }
+
+    /// Run it. The stream records the statement in the audit log when it ends, and
+    /// reports the end only once the record is on disk.
+    pub async fn execute(self) -> Result<SendableRecordBatchStream> {
+        let Planned {
+            df,
+            mut record,
+            started,
+            audit,
+        } = self;
+        match df.execute_stream().await {
+            Ok(inner) => Ok(Box::pin(AuditedStream {
+                schema: inner.schema(),
+                inner,
+                record: Some(record),
+                started,
+                rows: 0,
+                audit,
+                writing: None,
+                then: None,
+            })),
+            Err(e) => {
+                let e = Error::from(e);
+                record.error = Some(e.to_string());
+                record.duration_ms = started.elapsed().as_secs_f64() * 1e3;
+                audit.audit().write(record).await.map_err(Error::Audit)?;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What a stream yields after its audit record is written.
+enum Then {
+    End,
+    Fail(DataFusionError),
+}
+
+struct AuditedStream {
+    schema: SchemaRef,
+    inner: SendableRecordBatchStream,
+    /// Present until written.
+    record: Option<AuditRecord>,
+    started: Instant,
+    rows: u64,
+    audit: Arc<Governance>,
+    writing: Option<BoxFuture<'static, std::result::Result<(), String>>>,
+    then: Option<Then>,
+}
+
+impl AuditedStream {
+    fn finish(&mut self, error: Option<&DataFusionError>, then: Then) {
+        if let Some(mut record) = self.record.take() {
+            record.rows = Some(self.rows);
+            record.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
+            record.error = error.map(|e| Error::from(e.clone_for_audit()).to_string());
+            let audit = Arc::clone(&self.audit);
+            self.writing = Some(async move { audit.audit().write(record).await }.boxed());
+        }
+        self.then = Some(then);
+    }
+}
+
+trait CloneForAudit {
+    fn clone_for_audit(&self) -> DataFusionError;
+}
+
+impl CloneForAudit for DataFusionError {
+    /// DataFusionError is not Clone; the audit only needs its message.
+    fn clone_for_audit(&self) -> DataFusionError {
+        DataFusionError::Execution(self.strip_backtrace())
+    }
+}
+
+impl Stream for AuditedStream {
+    type Item = std::result::Result<RecordBatch, DataFusionError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(writing) = self.writing.as_mut() {
+                let written = futures::ready!(writing.as_mut().poll(cx));
+                self.writing = None;
+                if let Err(e) = written {
+                    self.then = Some(Then::End);
+                    return Poll::Ready(Some(Err(DataFusionError::Execution(e))));
+                }
+            }
+            match self.then.take() {
+                Some(Then::End) => return Poll::Ready(None),
+                Some(Then::Fail(e)) => {
+                    self.then = Some(Then::End);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {}
+            }
+            match futures::ready!(self.inner.as_mut().poll_next(cx)) {
+                Some(Ok(batch)) => {
+                    self.rows += batch.num_rows() as u64;
+                    return Poll::Ready(Some(Ok(batch)));
+                }
+                Some(Err(e)) => {
+                    self.finish(Some(&e), Then::Fail(e.clone_for_audit()));
+                    // Keep the original error for the caller.
+                    self.then = Some(Then::Fail(e));
+                }
+                None => self.finish(None, Then::End),
+            }
+        }
+    }
+}
+
+impl RecordBatchStream for AuditedStream {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+}
+
+impl Drop for AuditedStream {
+    /// A stream dropped before its end (client gone, Ctrl-C) is recorded as cancelled.
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.rows = Some(self.rows);
+            record.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
+            record.error = Some("cancelled".into());
+            let audit = Arc::clone(&self.audit);
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn(async move {
+                        if let Err(e) = audit.audit().write(record).await {
+                            tracing::error!(error = %e, "cannot audit a cancelled statement");
+                        }
+                    });
+                }
+                Err(_) => tracing::error!("cannot audit a cancelled statement: no runtime"),
+            }
+        }
+    }
+}
