@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -165,8 +164,8 @@ impl MeshEngine {
     /// Plan one read-only statement as the anonymous user (who, in a governed mesh,
     /// sees nothing). Output ports are data products owned by their domains: DDL and
     /// DML are refused.
-    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        Ok(self.session(&Identity::anonymous()).plan(sql).await?.df)
+    pub async fn sql(&self, sql: &str) -> Result<crate::session::Planned> {
+        self.session(&Identity::anonymous()).plan(sql).await
     }
 
     /// Problems known now: declaration problems and ports that cannot be read.

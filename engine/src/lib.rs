@@ -19,5 +19,5 @@ pub use connector::{
 pub use engine::{EngineOptions, MeshEngine};
 pub use error::{Error, Result};
 pub use governance::Identity;
-pub use session::{MeshSession, Planned};
 pub use problem::Problem;
+pub use session::{MeshSession, Planned};

@@ -27,6 +27,9 @@ use crate::governance::catalog::Denials;
 use crate::governance::expr::normalize_identity_calls;
 use crate::governance::{Governance, Identity, settings};
 
+/// How the audit log words a statement that named ports its user may not read.
+pub const NOT_GRANTED: &str = "not granted:";
+
 pub struct MeshSession {
     ctx: SessionContext,
     identity: Identity,
@@ -92,7 +95,7 @@ impl MeshSession {
                     record.reason = Some(reason.clone());
                 } else if !denied.is_empty() {
                     record.decision = "denied".into();
-                    record.reason = Some(format!("not granted: {}", denied.join(", ")));
+                    record.reason = Some(format!("{NOT_GRANTED} {}", denied.join(", ")));
                     record.ports = denied;
                 }
                 record.error = Some(e.to_string());
@@ -123,7 +126,8 @@ impl MeshSession {
     }
 }
 
-/// Ports a plan reads: table scans of ports and inlined derived ports, in subqueries too.
+/// Ports a plan reads: its table scans, in subqueries too. (For a restricted user a
+/// derived port is one opaque scan; admins see the inputs of inlined derived ports.)
 fn ports_read(plan: &LogicalPlan) -> Vec<String> {
     let mut ports = BTreeSet::new();
     let mut add = |name: String| {
@@ -132,10 +136,8 @@ fn ports_read(plan: &LogicalPlan) -> Vec<String> {
         }
     };
     let _ = plan.apply_with_subqueries(|node| {
-        match node {
-            LogicalPlan::TableScan(scan) => add(scan.table_name.to_string()),
-            LogicalPlan::SubqueryAlias(a) => add(a.alias.to_string()),
-            _ => {}
+        if let LogicalPlan::TableScan(scan) = node {
+            add(scan.table_name.to_string());
         }
         Ok(TreeNodeRecursion::Continue)
     });
@@ -144,10 +146,18 @@ fn ports_read(plan: &LogicalPlan) -> Vec<String> {
 
 /// A planned statement, to execute once.
 pub struct Planned {
-    pub df: DataFrame,
+    df: DataFrame,
     record: AuditRecord,
     started: Instant,
     audit: Arc<Governance>,
+}
+
+impl std::fmt::Debug for Planned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Planned")
+            .field("statement", &self.record.statement)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Planned {
@@ -155,13 +165,35 @@ impl Planned {
         &self.record.ports
     }
 
-    /// Bind parameters, or anything else that keeps the statement the same.
-    pub fn map_df(
+    /// The planned statement (for its schema, parameters, EXPLAIN). Run it with
+    /// [`Planned::execute`], which audits it.
+    pub fn df(&self) -> &DataFrame {
+        &self.df
+    }
+
+    /// Bind parameters, or anything else that keeps the statement the same. A failure
+    /// is audited like a planning failure.
+    pub async fn map_df(
         mut self,
         f: impl FnOnce(DataFrame) -> std::result::Result<DataFrame, DataFusionError>,
     ) -> Result<Self> {
-        self.df = f(self.df)?;
-        Ok(self)
+        match f(self.df.clone()) {
+            Ok(df) => {
+                self.df = df;
+                Ok(self)
+            }
+            Err(e) => {
+                let e = Error::from(e);
+                self.record.error = Some(e.to_string());
+                self.record.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
+                self.audit
+                    .audit()
+                    .write(self.record)
+                    .await
+                    .map_err(Error::Audit)?;
+                Err(e)
+            }
+        }
     }
 
     /// Run it. The stream records the statement in the audit log when it ends, and

@@ -8,11 +8,14 @@ use meshql_engine::MeshEngine;
 use crate::support::fixture::{copy_dir, fixture};
 
 async fn collect(engine: &MeshEngine, sql: &str) -> Vec<RecordBatch> {
-    engine
+    let stream = engine
         .sql(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
+        .execute()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    futures::TryStreamExt::try_collect(stream)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }

@@ -53,7 +53,10 @@ fn user(engine: &MeshEngine, name: &str) -> Identity {
 async fn query(engine: &MeshEngine, who: &Identity, sql: &str) -> Result<Vec<Vec<String>>, String> {
     let run = async {
         let stream = engine.session(who).plan(sql).await?.execute().await?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(meshql_engine::Error::from)?;
+        let batches: Vec<RecordBatch> = stream
+            .try_collect()
+            .await
+            .map_err(meshql_engine::Error::from)?;
         Ok::<_, meshql_engine::Error>(batches)
     };
     rows(&run.await.map_err(|e| e.to_string())?)
@@ -64,7 +67,11 @@ async fn policy_slt_embedded() {
     let (_dir, mesh) = governed_mesh(&policy_access());
     let engine = Arc::new(engine(&mesh).await);
     let problems = engine.problems();
-    assert!(problems.is_empty(), "policy mesh has problems:\n{}", meshql_engine::problem::display_all(&problems));
+    assert!(
+        problems.is_empty(),
+        "policy mesh has problems:\n{}",
+        meshql_engine::problem::display_all(&problems)
+    );
     run_all("slt/policy", move || {
         let engine = Arc::clone(&engine);
         async move { Ok::<_, SltError>(EngineDb::new(engine)) }
@@ -108,10 +115,23 @@ async fn every_statement_is_audited_and_query_log_is_per_user() {
     let (_dir, mesh) = governed_mesh(&policy_access());
     let engine = engine(&mesh).await;
     let ana = user(&engine, "ana");
-    let count = query(&engine, &ana, "SELECT count(*) FROM customer.profile.customer").await.expect("allowed");
-    let denied = query(&engine, &ana, "SELECT * FROM sales.orders.lineitem").await.expect_err("denied");
+    let count = query(
+        &engine,
+        &ana,
+        "SELECT count(*) FROM customer.profile.customer",
+    )
+    .await
+    .expect("allowed");
+    let denied = query(&engine, &ana, "SELECT * FROM sales.orders.lineitem")
+        .await
+        .expect_err("denied");
     assert!(denied.contains("not found"), "{denied}");
-    let failed = query(&engine, &ana, "SELECT CAST(c_name AS INT) FROM customer.profile.customer").await;
+    let failed = query(
+        &engine,
+        &ana,
+        "SELECT CAST(c_name AS INT) FROM customer.profile.customer",
+    )
+    .await;
     assert!(failed.is_err());
 
     let lines = audit_lines(&mesh);
@@ -119,15 +139,33 @@ async fn every_statement_is_audited_and_query_log_is_per_user() {
     assert_eq!(lines[0]["user"], "ana");
     assert_eq!(lines[0]["decision"], "allowed");
     assert_eq!(lines[0]["rows"], 1);
-    assert_eq!(lines[0]["ports"], serde_json::json!(["customer.profile.customer"]));
-    assert_eq!(lines[0]["statement"], "SELECT count(*) FROM customer.profile.customer");
-    assert!(lines[0]["query_id"].as_str().is_some_and(|id| id.len() == 36));
+    assert_eq!(
+        lines[0]["ports"],
+        serde_json::json!(["customer.profile.customer"])
+    );
+    assert_eq!(
+        lines[0]["statement"],
+        "SELECT count(*) FROM customer.profile.customer"
+    );
+    assert!(
+        lines[0]["query_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 36)
+    );
     assert!(lines[0]["duration_ms"].as_f64().is_some());
     assert_eq!(lines[1]["decision"], "denied");
     assert_eq!(lines[1]["reason"], "not granted: sales.orders.lineitem");
-    assert!(lines[1]["error"].as_str().is_some_and(|e| e.contains("not found")));
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not found"))
+    );
     assert_eq!(lines[2]["decision"], "allowed");
-    assert!(lines[2]["error"].as_str().is_some_and(|e| !e.is_empty()), "{:?}", lines[2]);
+    assert!(
+        lines[2]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{:?}",
+        lines[2]
+    );
     assert_eq!(count, vec![vec![count[0][0].clone()]]);
 
     // Users see their own statements; admins see everyone's.
@@ -137,22 +175,57 @@ async fn every_statement_is_audited_and_query_log_is_per_user() {
     assert_eq!(query(&engine, &sam, own).await.unwrap(), [["0"]]);
     let root = user(&engine, "root");
     assert_eq!(query(&engine, &root, own).await.unwrap(), [["4"]]);
+    // For ana, naming a hidden port reads like naming one that does not exist.
+    let denial = "SELECT decision, reason, ports FROM mesh.meta.query_log WHERE statement = 'SELECT * FROM sales.orders.lineitem'";
+    assert_eq!(
+        query(&engine, &ana, denial).await.unwrap(),
+        [["allowed", "NULL", "[]"]]
+    );
+    assert_eq!(
+        query(&engine, &root, denial).await.unwrap(),
+        [[
+            "denied",
+            "not granted: sales.orders.lineitem",
+            "[sales.orders.lineitem]"
+        ]]
+    );
     // Grants: admins see expressions, users only their own rows without them.
     let filters = "SELECT principal, row_filter FROM mesh.meta.grants WHERE port = 'customer.profile.customer' ORDER BY principal";
     let admin_view = query(&engine, &root, filters).await.unwrap();
-    assert!(admin_view.iter().any(|r| r[0] == "user:eve" && r[1].contains("BUILDING") && r[1].contains("n_regionkey = 3")), "{admin_view:?}");
-    assert_eq!(query(&engine, &ana, filters).await.unwrap(), [["user:ana", "(applied)"]]);
+    assert!(
+        admin_view.iter().any(|r| r[0] == "user:eve"
+            && r[1].contains("BUILDING")
+            && r[1].contains("n_regionkey = 3")),
+        "{admin_view:?}"
+    );
+    assert_eq!(
+        query(&engine, &ana, filters).await.unwrap(),
+        [["user:ana", "(applied)"]]
+    );
 
     // EXPLAIN shows the user's own predicates and a governed scan, never the policy.
-    let explain = query(&engine, &ana, "EXPLAIN SELECT c_name FROM customer.profile.customer WHERE c_custkey < 100")
-        .await
-        .unwrap()
-        .concat()
-        .join("\n");
-    assert!(explain.contains("GovernedScanExec: port=customer.profile.customer"), "{explain}");
-    assert!(explain.contains("partial_filters=[customer.profile.customer.c_custkey < Int64(100)]"), "{explain}");
+    let explain = query(
+        &engine,
+        &ana,
+        "EXPLAIN SELECT c_name FROM customer.profile.customer WHERE c_custkey < 100",
+    )
+    .await
+    .unwrap()
+    .concat()
+    .join("\n");
+    assert!(
+        explain.contains("GovernedScanExec: port=customer.profile.customer"),
+        "{explain}"
+    );
+    assert!(
+        explain.contains("partial_filters=[customer.profile.customer.c_custkey < Int64(100)]"),
+        "{explain}"
+    );
     for secret in ["n_regionkey", "nation", "5000", "***", "c_nationkey"] {
-        assert!(!explain.contains(secret), "EXPLAIN reveals {secret}: {explain}");
+        assert!(
+            !explain.contains(secret),
+            "EXPLAIN reveals {secret}: {explain}"
+        );
     }
 }
 
@@ -177,13 +250,31 @@ async fn tickets_and_metadata_follow_the_caller_over_flight_sql() {
     let info = ana.execute(sql.into(), None).await.expect("ana plans");
     let ticket = info.endpoint[0].ticket.clone().expect("ticket");
     let count = |batches: Vec<RecordBatch>| rows(&batches).unwrap()[0][0].clone();
-    let as_ana = count(ana.do_get(ticket.clone()).await.unwrap().try_collect().await.unwrap());
+    let as_ana = count(
+        ana.do_get(ticket.clone())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap(),
+    );
     // The same ticket presented by another user runs with that user's rights.
-    let as_root = count(root.do_get(ticket.clone()).await.unwrap().try_collect().await.unwrap());
+    let as_root = count(
+        root.do_get(ticket.clone())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap(),
+    );
     assert_eq!(as_root, "1500");
     assert_ne!(as_ana, as_root);
     let refused = match nobody.do_get(ticket).await {
-        Ok(stream) => stream.try_collect::<Vec<_>>().await.err().map(|e| e.to_string()),
+        Ok(stream) => stream
+            .try_collect::<Vec<_>>()
+            .await
+            .err()
+            .map(|e| e.to_string()),
         Err(e) => Some(e.to_string()),
     };
     assert!(refused.is_some_and(|e| e.contains("not found")));
@@ -197,21 +288,50 @@ async fn tickets_and_metadata_follow_the_caller_over_flight_sql() {
             .map(|r| format!("{}.{}.{}", r[0], r[1], r[2]))
             .collect()
     };
-    let get = CommandGetTables { include_schema: false, ..Default::default() };
+    let get = CommandGetTables {
+        include_schema: false,
+        ..Default::default()
+    };
     let mut listed = Vec::new();
     for client in [&mut ana, &mut nobody] {
         let info = client.get_tables(get.clone()).await.expect("get tables");
         let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-        listed.push(tables(client.do_get(ticket).await.unwrap().try_collect().await.unwrap()));
+        listed.push(tables(
+            client
+                .do_get(ticket)
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap(),
+        ));
     }
-    assert!(listed[0].contains(&"customer.profile.customer".to_string()), "{:?}", listed[0]);
-    assert!(!listed[0].iter().any(|t| t.contains("lineitem") || t.starts_with("supply.")), "{:?}", listed[0]);
+    assert!(
+        listed[0].contains(&"customer.profile.customer".to_string()),
+        "{:?}",
+        listed[0]
+    );
+    assert!(
+        !listed[0]
+            .iter()
+            .any(|t| t.contains("lineitem") || t.starts_with("supply.")),
+        "{:?}",
+        listed[0]
+    );
     assert_eq!(listed[1], Vec::<String>::new());
 
     // Flight statements are audited too.
     let lines = audit_lines(&mesh);
-    assert!(lines.iter().any(|l| l["user"] == "ana" && l["statement"] == sql));
-    assert!(lines.iter().any(|l| l["user"] == "nobody" && l["decision"] == "denied"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["user"] == "ana" && l["statement"] == sql)
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["user"] == "nobody" && l["decision"] == "denied")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,12 +359,19 @@ async fn check_reports_bad_policies_with_file_and_line() {
     let (_dir, mesh) = governed_mesh(access);
     let engine = engine(&mesh).await;
     let text = std::fs::read_to_string(&mesh).unwrap();
-    let line_of = |needle: &str| 1 + text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}"));
+    let line_of = |needle: &str| {
+        1 + text
+            .lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle}"))
+    };
     let problems: Vec<String> = engine.problems().iter().map(ToString::to_string).collect();
     let expect = |needle: &str, message: &str| {
         let at = format!("mesh.yaml:{}:", line_of(needle));
         assert!(
-            problems.iter().any(|p| p.contains(&at) && p.contains(message)),
+            problems
+                .iter()
+                .any(|p| p.contains(&at) && p.contains(message)),
             "no problem at {at} saying {message:?} in:\n{}",
             problems.join("\n")
         );
@@ -252,8 +379,14 @@ async fn check_reports_bad_policies_with_file_and_line() {
     expect("user:ghost", "no user `ghost`");
     expect("nosuch.*.*", "matches no output port");
     expect("c_custkey + 1", "must be a condition (boolean)");
-    expect("customer.geo.region: \"r_regionkey", "reads `customer.geo.region` itself (recursive)");
-    expect("sales.orders.nosuch", "there is no output port `sales.orders.nosuch`");
+    expect(
+        "customer.geo.region: \"r_regionkey",
+        "reads `customer.geo.region` itself (recursive)",
+    );
+    expect(
+        "sales.orders.nosuch",
+        "there is no output port `sales.orders.nosuch`",
+    );
     expect("c_nope", "does not have");
     expect("c_name: \"1\"", "returns Int64 but the column is Utf8");
     expect("row_number()", "window functions are not allowed");
@@ -261,18 +394,37 @@ async fn check_reports_bad_policies_with_file_and_line() {
     expect("FROM region LIMIT", "is not a full port name");
     expect("tag: piii", "no column of any port is tagged `piii`");
     // Aggregates inside a subquery are fine.
-    assert!(!problems.iter().any(|p| p.contains(&format!("mesh.yaml:{}:", line_of("SELECT max(r_regionkey)")))), "{problems:#?}");
+    assert!(
+        !problems.iter().any(|p| p.contains(&format!(
+            "mesh.yaml:{}:",
+            line_of("SELECT max(r_regionkey)")
+        ))),
+        "{problems:#?}"
+    );
 
     // A syntax error or a bad principal is fatal: the mesh does not load at all.
     for (bad, message) in [
-        ("  rules:\n    - principals: [group:g]\n      row_filters: { customer.geo.nation: \"n_name = \" }\n", "invalid SQL expression"),
-        ("  rules:\n    - principals: [role:g]\n      allow: [\"*\"]\n", "unknown principal kind `role`"),
-        ("  rules:\n    - principals: [\"*\"]\n      allow: [\"a.b.c.d\"]\n", "is not a port pattern"),
+        (
+            "  rules:\n    - principals: [group:g]\n      row_filters: { customer.geo.nation: \"n_name = \" }\n",
+            "invalid SQL expression",
+        ),
+        (
+            "  rules:\n    - principals: [role:g]\n      allow: [\"*\"]\n",
+            "unknown principal kind `role`",
+        ),
+        (
+            "  rules:\n    - principals: [\"*\"]\n      allow: [\"a.b.c.d\"]\n",
+            "is not a port pattern",
+        ),
     ] {
-        let (_dir, mesh) = governed_mesh(&format!("access:\n  users:\n    u: {{ password: x }}\n{bad}"));
+        let (_dir, mesh) = governed_mesh(&format!(
+            "access:\n  users:\n    u: {{ password: x }}\n{bad}"
+        ));
         let env = env();
         let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let err = meshql_engine::config::load_mesh_with_env(&mesh, &lookup).expect_err("fatal").to_string();
+        let err = meshql_engine::config::load_mesh_with_env(&mesh, &lookup)
+            .expect_err("fatal")
+            .to_string();
         assert!(err.contains(message) && err.contains("mesh.yaml:"), "{err}");
     }
 }
@@ -289,8 +441,21 @@ async fn restricted_results_equal_hand_rewritten_queries() {
         c_mktsegment, c_comment FROM customer.profile.customer \
         WHERE c_nationkey IN (SELECT n_nationkey FROM customer.geo.nation WHERE n_regionkey = 3)) AS c";
     let mut rng = StdRng::seed_from_u64(20261121);
-    let columns = ["c_name", "c_phone", "c_address", "c_acctbal", "c_nationkey", "c_mktsegment"];
-    let segments = ["BUILDING", "MACHINERY", "AUTOMOBILE", "FURNITURE", "HOUSEHOLD"];
+    let columns = [
+        "c_name",
+        "c_phone",
+        "c_address",
+        "c_acctbal",
+        "c_nationkey",
+        "c_mktsegment",
+    ];
+    let segments = [
+        "BUILDING",
+        "MACHINERY",
+        "AUTOMOBILE",
+        "FURNITURE",
+        "HOUSEHOLD",
+    ];
     for i in 0..60 {
         let mut predicates = Vec::new();
         for _ in 0..rng.random_range(0..4) {
@@ -300,22 +465,40 @@ async fn restricted_results_equal_hand_rewritten_queries() {
                 2 => format!("c_nationkey = {}", rng.random_range(0..25)),
                 3 => "c_phone IS NULL".to_string(),
                 4 => format!("c_mktsegment = '{}'", segments.choose(&mut rng).unwrap()),
-                5 => format!("c_acctbal BETWEEN {} AND 5000", rng.random_range(-1000..5000)),
+                5 => format!(
+                    "c_acctbal BETWEEN {} AND 5000",
+                    rng.random_range(-1000..5000)
+                ),
                 _ => format!("c_name LIKE '%{}%'", rng.random_range(0..10)),
             });
         }
-        let filter = if predicates.is_empty() { String::new() } else { format!(" WHERE {}", predicates.join(" AND ")) };
+        let filter = if predicates.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", predicates.join(" AND "))
+        };
         let shape = if i % 3 == 0 {
             "SELECT c_mktsegment, count(*), sum(c_acctbal), max(c_acctbal), count(c_phone) FROM {src}{filter} GROUP BY c_mktsegment".to_string()
         } else {
             let n = rng.random_range(1..columns.len());
             let picked: Vec<&str> = columns.choose_multiple(&mut rng, n).copied().collect();
-            let limit = if i % 2 == 0 { format!(" LIMIT {}", rng.random_range(1..50)) } else { String::new() };
-            format!("SELECT c_custkey, {} FROM {{src}}{{filter}} ORDER BY c_custkey{limit}", picked.join(", "))
+            let limit = if i % 2 == 0 {
+                format!(" LIMIT {}", rng.random_range(1..50))
+            } else {
+                String::new()
+            };
+            format!(
+                "SELECT c_custkey, {} FROM {{src}}{{filter}} ORDER BY c_custkey{limit}",
+                picked.join(", ")
+            )
         };
         let sql = |src: &str| shape.replace("{src}", src).replace("{filter}", &filter);
-        let mut got = query(&engine, &ana, &sql("customer.profile.customer c")).await.expect(&sql("customer.profile.customer"));
-        let mut want = query(&engine, &root, &sql(rewritten)).await.expect(&sql(rewritten));
+        let mut got = query(&engine, &ana, &sql("customer.profile.customer c"))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", sql("customer.profile.customer")));
+        let mut want = query(&engine, &root, &sql(rewritten))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", sql(rewritten)));
         got.sort();
         want.sort();
         assert_eq!(got, want, "query {i}: {}", sql("customer.profile.customer"));

@@ -49,9 +49,12 @@ impl AuditRecord {
     }
 }
 
+/// The open file, or why it could not be opened.
+type Opened = Result<Arc<Mutex<File>>, String>;
+
 #[derive(Debug)]
 pub struct AuditLog {
-    file: Option<(PathBuf, Result<Arc<Mutex<File>>, String>)>,
+    file: Option<(PathBuf, Opened)>,
     memory: Mutex<VecDeque<AuditRecord>>,
 }
 
@@ -64,7 +67,24 @@ impl AuditLog {
                 if let Some(dir) = p.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                OpenOptions::new().create(true).append(true).open(p)
+                let mut f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .read(true)
+                    .open(p)?;
+                // A torn last line (a crash mid-write) must not swallow the next record.
+                let len = f.metadata()?.len();
+                if len > 0 {
+                    use std::io::{Read, Seek, SeekFrom};
+                    let mut last = [0u8; 1];
+                    f.seek(SeekFrom::Start(len - 1))?;
+                    f.read_exact(&mut last)?;
+                    if last[0] != b'\n' {
+                        f.write_all(b"\n")?;
+                        f.sync_data()?;
+                    }
+                }
+                Ok::<_, std::io::Error>(f)
             })()
             .map(|f| Arc::new(Mutex::new(f)))
             .map_err(|e| format!("cannot open the audit log {}: {e}", p.display()));
@@ -190,8 +210,17 @@ mod tests {
             .write_all(b"{\"time\":")
             .unwrap();
         let again = AuditLog::open(Some(&path));
-        let users: Vec<String> = again.records().unwrap().into_iter().map(|r| r.user).collect();
-        assert_eq!(users, ["alice", "bob"]);
+        again
+            .write(AuditRecord::new("carol", "SELECT 2"))
+            .await
+            .unwrap();
+        let users: Vec<String> = again
+            .records()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.user)
+            .collect();
+        assert_eq!(users, ["alice", "bob", "carol"]);
     }
 
     #[tokio::test]

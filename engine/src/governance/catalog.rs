@@ -71,9 +71,13 @@ impl CatalogProviderList for SecuredCatalogList {
         if !self.governance.registry().domains.contains_key(name) {
             return None;
         }
+        // A domain with no visible port still resolves (empty, unlisted), so that a
+        // statement naming a port in it is audited as denied; SQL reports "table not
+        // found" exactly as for a domain that does not exist.
+        let products = self.visible_products(name);
         Some(Arc::new(SecuredCatalog {
             domain: name.to_string(),
-            products: self.visible_products(name),
+            products,
             raw,
             list: self.clone_parts(),
         }))

@@ -113,7 +113,9 @@ fn identity_call(e: &SqlExpr) -> Option<Result<IdentityCall, String>> {
                 _ => None,
             };
             Some(arg.map(IdentityCall::IsMember).ok_or_else(|| {
-                format!("`{e}`: is_member takes one group name in quotes, e.g. is_member('analysts')")
+                format!(
+                    "`{e}`: is_member takes one group name in quotes, e.g. is_member('analysts')"
+                )
             }))
         }
         _ => None,
@@ -182,6 +184,9 @@ mod tests {
             normalize_identity_calls("CURRENT_USER ( ) || my_current_user()"),
             "CURRENT_USER || my_current_user()"
         );
-        assert_eq!(normalize_identity_calls("é = current_user"), "é = current_user");
+        assert_eq!(
+            normalize_identity_calls("é = current_user"),
+            "é = current_user"
+        );
     }
 }

@@ -19,6 +19,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use super::Governance;
 use super::identity::Identity;
 use super::view::AccessView;
+use crate::session::NOT_GRANTED;
 
 #[derive(Debug, Clone, Copy)]
 pub enum GovernanceTable {
@@ -103,7 +104,21 @@ impl GovernanceMetaTable {
             .records()
             .map_err(DataFusionError::Execution)?;
         let mine = |user: &str| self.sees_all() || user == self.view.identity.user;
-        let records: Vec<_> = records.into_iter().filter(|r| mine(&r.user)).collect();
+        let mut records: Vec<_> = records.into_iter().filter(|r| mine(&r.user)).collect();
+        if !self.sees_all() {
+            // A statement that named a hidden port reads like one that named a port that
+            // does not exist: no decision, reason or port names.
+            for r in &mut records {
+                if r.reason
+                    .as_deref()
+                    .is_some_and(|x| x.starts_with(NOT_GRANTED))
+                {
+                    r.decision = "allowed".into();
+                    r.reason = None;
+                    r.ports.clear();
+                }
+            }
+        }
         let s = |f: &dyn Fn(&super::audit::AuditRecord) -> Option<String>| -> ArrayRef {
             Arc::new(StringArray::from(records.iter().map(f).collect::<Vec<_>>()))
         };

@@ -193,10 +193,13 @@ fn identity_functions(identity: &Identity) -> Vec<Arc<ScalarUDF>> {
         Arc::new(move |args| {
             let member = |g: Option<&str>| g.map(|g| groups.iter().any(|x| x == g));
             match &args[0] {
-                ColumnarValue::Scalar(ScalarValue::Utf8(g)) => Ok(ColumnarValue::Scalar(
-                    ScalarValue::Boolean(member(g.as_deref())),
-                )),
+                ColumnarValue::Scalar(
+                    ScalarValue::Utf8(g) | ScalarValue::Utf8View(g) | ScalarValue::LargeUtf8(g),
+                ) => Ok(ColumnarValue::Scalar(ScalarValue::Boolean(member(
+                    g.as_deref(),
+                )))),
                 ColumnarValue::Array(a) => {
+                    let a = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
                     let strings = a.as_any().downcast_ref::<StringArray>().ok_or_else(|| {
                         datafusion::error::DataFusionError::Execution(
                             "is_member takes a group name".into(),

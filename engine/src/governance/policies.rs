@@ -13,6 +13,9 @@ use crate::config::access::AccessConfig;
 use crate::config::{Origin, PortName};
 use crate::problem::Problem;
 
+/// The audit log of a governed mesh without `audit_log`, beside the main mesh file.
+pub const DEFAULT_AUDIT_LOG: &str = "audit.jsonl";
+
 #[derive(Debug)]
 pub struct Rule {
     /// 1-based, as shown to administrators.
@@ -89,7 +92,10 @@ impl Policies {
         let mut rules_principals = Vec::new();
         for (i, rule) in access.rules.iter().enumerate() {
             let index = i.to_string();
-            rules_principals.push(principals(&rule.principals, &["rules", &index, "principals"]));
+            rules_principals.push(principals(
+                &rule.principals,
+                &["rules", &index, "principals"],
+            ));
         }
         let tag_unless: Vec<Vec<Principal>> = access
             .tag_policies
@@ -171,10 +177,12 @@ impl Policies {
                 Err(p) => problems.push(p.with_subject(format!("tag policy `{}`", t.tag))),
             }
         }
-        let audit_log = access
-            .audit_log
-            .as_ref()
-            .map(|p| origin.file.dir.join(p.trim()));
+        // Once there are rules, statements are audited to a file: next to the main mesh
+        // file unless `audit_log` says where.
+        let audit_log = Some(match &access.audit_log {
+            Some(p) => origin.file.dir.join(p.trim()),
+            None => origin.file.dir.join(DEFAULT_AUDIT_LOG),
+        });
         if !problems.is_empty() {
             return Err(problems);
         }

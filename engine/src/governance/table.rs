@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DataFusionError, Statistics};
@@ -75,6 +75,7 @@ impl GovernedTable {
                 table_type: raw.table_type(),
             }),
             Err(reason) => {
+                // Never the reason: it may quote the policy.
                 tracing::warn!(port = %port, user = %identity.user, %reason, "access policy cannot be applied");
                 Err(DataFusionError::Plan(format!(
                     "the access policy of `{port}` cannot be applied; an administrator can see why with `meshql check`"
@@ -107,7 +108,9 @@ pub async fn policy_plan(
         .iter()
         .find(|(c, _)| schema.field_with_name(c).is_err())
     {
-        return Err(format!("masks column `{column}`, which `{port}` does not have"));
+        return Err(format!(
+            "masks column `{column}`, which `{port}` does not have"
+        ));
     }
     let mut sql = format!("SELECT {} FROM {}", items.join(", "), quoted_port(port));
     if !filters.is_empty() {
@@ -155,24 +158,21 @@ pub async fn policy_plan(
 const AGGREGATES: &str =
     "{what} are not allowed in row filters and masks (use them inside a subquery)";
 
-/// Aggregates and window functions outside subqueries change what a row is.
+/// Aggregates and window functions outside subqueries change what a row is. Only the
+/// nodes the policy's SELECT made are looked at: a derived port's own plan (inlined
+/// below them) may aggregate.
 fn reject_aggregates(plan: &LogicalPlan) -> Result<(), String> {
-    let mut found = None;
-    let _ = plan.apply(|node| {
-        found = match node {
-            LogicalPlan::Aggregate(_) => Some("aggregate functions"),
-            LogicalPlan::Window(_) => Some("window functions"),
-            _ => None,
+    let mut node = plan;
+    loop {
+        node = match node {
+            LogicalPlan::Aggregate(_) => {
+                return Err(AGGREGATES.replace("{what}", "aggregate functions"));
+            }
+            LogicalPlan::Window(_) => return Err(AGGREGATES.replace("{what}", "window functions")),
+            LogicalPlan::Projection(p) => &p.input,
+            LogicalPlan::Filter(f) => &f.input,
+            _ => return Ok(()),
         };
-        Ok(if found.is_some() {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    match found {
-        Some(what) => Err(AGGREGATES.replace("{what}", what)),
-        None => Ok(()),
     }
 }
 
@@ -220,7 +220,7 @@ impl TableProvider for GovernedTable {
         Ok(filters
             .iter()
             .map(|f| {
-                let safe = leakproof(f)
+                let safe = leakproof(f, &self.schema)
                     && f.column_refs()
                         .iter()
                         .all(|c| !self.masked.contains(c.name()));
@@ -281,8 +281,10 @@ fn unqualify(e: &Expr) -> Expr {
 
 /// Cannot raise an error or reveal anything but its boolean result: comparisons of
 /// columns and literals, AND/OR/NOT, null tests, IN lists and BETWEEN of literals,
-/// LIKE with a literal pattern, and casts that cannot fail.
-pub fn leakproof(e: &Expr) -> bool {
+/// LIKE with a literal pattern, and lossless casts of columns (DataFusion adds casts
+/// when it coerces a comparison; `utf8_col = 5` casts the string and can fail).
+pub fn leakproof(e: &Expr, schema: &Schema) -> bool {
+    let leakproof = |e: &Expr| leakproof(e, schema);
     match e {
         Expr::Column(_) | Expr::Literal(..) => true,
         Expr::BinaryExpr(b) => {
@@ -321,25 +323,43 @@ pub fn leakproof(e: &Expr) -> bool {
         Expr::Like(l) => {
             leakproof(&l.expr) && matches!(*l.pattern, Expr::Literal(..)) && l.escape_char.is_none()
         }
-        Expr::TryCast(c) => leakproof(&c.expr),
-        Expr::Cast(c) => {
-            leakproof(&c.expr)
-                && match (&*c.expr, c.field.data_type()) {
-                    (Expr::Literal(..), _) => false, // folded before we see it when valid
-                    (_, to) => infallible_cast_target(to),
-                }
-        }
+        Expr::Cast(c) => match &*c.expr {
+            Expr::Column(col) => schema
+                .field_with_name(col.name())
+                .is_ok_and(|f| lossless_cast(f.data_type(), c.field.data_type())),
+            _ => false,
+        },
         _ => false,
     }
 }
 
-/// Conservative: we do not know the source type here, so only targets every value of
-/// the usual source types converts to without error (wider numbers, strings).
-fn infallible_cast_target(to: &DataType) -> bool {
-    matches!(
-        to,
-        DataType::Int64 | DataType::Float64 | DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-    )
+/// Casts that succeed for every value of `from`.
+fn lossless_cast(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    let rank = |t: &DataType| match t {
+        Int8 => Some((true, 1)),
+        Int16 => Some((true, 2)),
+        Int32 => Some((true, 4)),
+        Int64 => Some((true, 8)),
+        UInt8 => Some((false, 1)),
+        UInt16 => Some((false, 2)),
+        UInt32 => Some((false, 4)),
+        UInt64 => Some((false, 8)),
+        _ => None,
+    };
+    let stringy = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
+    match (rank(from), rank(to)) {
+        // Wider of the same signedness, or unsigned into a strictly wider signed type.
+        (Some((fs, fw)), Some((ts, tw))) => (fs == ts && tw >= fw) || (!fs && ts && tw > fw),
+        _ => {
+            from == to
+                || (stringy(from) && stringy(to))
+                || (matches!(
+                    from,
+                    Int8 | Int16 | Int32 | UInt8 | UInt16 | UInt32 | Float32
+                ) && matches!(to, Float64))
+        }
+    }
 }
 
 /// The policy subplan as a leaf: it hides its plan from EXPLAIN, reports no statistics,
@@ -450,7 +470,10 @@ impl ExecutionPlan for GovernedScanExec {
                 "reading `{port}` failed; an administrator can find the cause in the server log"
             ))
         };
-        let stream = self.inner.execute(partition, context).map_err(hide.clone())?;
+        let stream = self
+            .inner
+            .execute(partition, context)
+            .map_err(hide.clone())?;
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             stream.schema(),
             stream.map_err(hide),

@@ -69,11 +69,14 @@ pub async fn validate(governance: &Governance) -> Vec<Problem> {
         }
         for (port, filter) in &rule.row_filters {
             let subject = format!("row filter on `{port}` (rule {})", rule.number);
-            if let Some(raw) = port_table(governance, port, filter, &subject, &names, &mut problems) {
+            if let Some(raw) = port_table(governance, port, filter, &subject, &names, &mut problems)
+            {
                 check_refs(filter, port, &subject, &mut problems);
                 if let Err(m) = filter_type(governance, port, filter).await {
                     problems.push(filter.origin.problem(m).with_subject(subject.clone()));
-                } else if let Err(m) = policy_plan(governance, port, &raw, &[sql(filter)], &[]).await {
+                } else if let Err(m) =
+                    policy_plan(governance, port, &raw, &[sql(filter)], &[]).await
+                {
                     problems.push(filter.origin.problem(m).with_subject(subject));
                 }
             }
@@ -82,7 +85,16 @@ pub async fn validate(governance: &Governance) -> Vec<Problem> {
             let subject = format!("column mask on `{port}.{column}` (rule {})", rule.number);
             if let Some(raw) = port_table(governance, port, mask, &subject, &names, &mut problems) {
                 check_refs(mask, port, &subject, &mut problems);
-                check_mask(governance, port, &raw, column, mask, &subject, &mut problems).await;
+                check_mask(
+                    governance,
+                    port,
+                    &raw,
+                    column,
+                    mask,
+                    &subject,
+                    &mut problems,
+                )
+                .await;
             }
         }
     }
@@ -93,15 +105,24 @@ pub async fn validate(governance: &Governance) -> Vec<Problem> {
         for (_, entry) in registry.ports() {
             let Some(raw) = entry.table() else { continue };
             for (column, doc) in &entry.info.columns {
-                if !doc.tags.contains(&policy.tag) || raw.schema().field_with_name(column).is_err() {
+                if !doc.tags.contains(&policy.tag) || raw.schema().field_with_name(column).is_err()
+                {
                     continue;
                 }
                 tagged += 1;
                 let port = &entry.info.name;
                 check_refs(&policy.mask, port, &subject, &mut problems);
                 let subject = format!("{subject} on `{port}.{column}`");
-                check_mask(governance, port, &raw, column, &policy.mask, &subject, &mut problems)
-                    .await;
+                check_mask(
+                    governance,
+                    port,
+                    &raw,
+                    column,
+                    &policy.mask,
+                    &subject,
+                    &mut problems,
+                )
+                .await;
             }
         }
         if tagged == 0 {
@@ -171,7 +192,9 @@ fn check_refs(e: &PolicyExpr, port: &PortName, subject: &str, problems: &mut Vec
         {
             problems.push(
                 e.origin
-                    .problem(format!("the policy of `{port}` reads `{port}` itself (recursive)"))
+                    .problem(format!(
+                        "the policy of `{port}` reads `{port}` itself (recursive)"
+                    ))
                     .with_subject(subject.to_string())
                     .with_help("a policy may read other ports, never the port it protects"),
             );
@@ -179,8 +202,17 @@ fn check_refs(e: &PolicyExpr, port: &PortName, subject: &str, problems: &mut Vec
     }
 }
 
-async fn filter_type(governance: &Governance, port: &PortName, filter: &PolicyExpr) -> Result<(), String> {
-    let statement = format!("SELECT ({}) AS {} FROM {}", sql(filter), quote("filter"), quoted_port(port));
+async fn filter_type(
+    governance: &Governance,
+    port: &PortName,
+    filter: &PolicyExpr,
+) -> Result<(), String> {
+    let statement = format!(
+        "SELECT ({}) AS {} FROM {}",
+        sql(filter),
+        quote("filter"),
+        quoted_port(port)
+    );
     let plan = governance
         .planner()
         .create_logical_plan(&statement)
@@ -203,7 +235,15 @@ async fn check_mask(
     subject: &str,
     problems: &mut Vec<Problem>,
 ) {
-    if let Err(m) = policy_plan(governance, port, raw, &[], &[(column.to_string(), sql(mask))]).await {
+    if let Err(m) = policy_plan(
+        governance,
+        port,
+        raw,
+        &[],
+        &[(column.to_string(), sql(mask))],
+    )
+    .await
+    {
         problems.push(mask.origin.problem(m).with_subject(subject.to_string()));
     }
 }

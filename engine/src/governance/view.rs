@@ -9,11 +9,11 @@ use datafusion::catalog::TableProvider;
 use datafusion::error::Result as DFResult;
 use tokio::sync::OnceCell;
 
+use super::Governance;
 use super::expr::PolicyExpr;
 use super::identity::Identity;
 use super::policies::Policies;
 use super::table::GovernedTable;
-use super::Governance;
 use crate::config::PortName;
 use crate::mesh::MeshRegistry;
 
@@ -38,6 +38,10 @@ impl PortPolicy {
 #[derive(Debug)]
 pub struct Visible {
     pub policy: PortPolicy,
+    /// Derived ports are always read through the opaque leaf, even without a policy:
+    /// inlined, the user's predicates would run below the view's own filters and joins,
+    /// on rows read with the owner's rights (and EXPLAIN would show the inputs).
+    derived: bool,
     governed: OnceCell<Arc<GovernedTable>>,
 }
 
@@ -126,6 +130,7 @@ impl AccessView {
                 name.clone(),
                 Visible {
                     policy,
+                    derived: entry.info.kind == crate::mesh::port::PortKind::Derived,
                     governed: OnceCell::new(),
                 },
             );
@@ -169,7 +174,7 @@ impl AccessView {
         let Some(visible) = self.ports.get(port) else {
             return Ok(None);
         };
-        if visible.policy.is_raw() {
+        if visible.policy.is_raw() && !visible.derived {
             return Ok(Some(raw));
         }
         let table = visible

@@ -27,7 +27,11 @@ pub type Definer<'a> = dyn Fn(&PortEntry) -> Result<SessionState, String> + 'a;
 
 /// Plan every derived port in `ports`: parsed with `state`, planned in the session
 /// `definer` gives for it (the owning domain's owner group when the mesh is governed).
-pub async fn plan_derived_ports(ports: &[Arc<PortEntry>], state: &SessionState, definer: &Definer<'_>) {
+pub async fn plan_derived_ports(
+    ports: &[Arc<PortEntry>],
+    state: &SessionState,
+    definer: &Definer<'_>,
+) {
     let (default_catalog, default_schema) = {
         let options = state.config().options();
         (
@@ -94,7 +98,11 @@ pub async fn plan_derived_ports(ports: &[Arc<PortEntry>], state: &SessionState, 
         let definer_state = match definer(&p.entry) {
             Ok(state) => state,
             Err(reason) => {
-                fail(&p.entry, reason, "set the domain's `owner` to the group that defines it");
+                fail(
+                    &p.entry,
+                    reason,
+                    "set the domain's `owner` to the group that defines it",
+                );
                 continue;
             }
         };

@@ -178,10 +178,7 @@ impl SchemaProvider for MetaSchema {
     }
 
     async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
-        Ok(self
-            .tables
-            .get(name)
-            .map(Arc::clone))
+        Ok(self.tables.get(name).map(Arc::clone))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -220,7 +217,12 @@ impl TableProvider for MetaTable {
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         let visible = |name: &PortName| self.visible.as_ref().is_none_or(|v| v(name));
-        let batch = build(self.kind, Arc::clone(&self.schema), &self.registry, &visible)?;
+        let batch = build(
+            self.kind,
+            Arc::clone(&self.schema),
+            &self.registry,
+            &visible,
+        )?;
         MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?
             .scan(state, projection, filters, limit)
             .await
@@ -264,7 +266,8 @@ fn build(
     registry: &MeshRegistry,
     visible: &dyn Fn(&PortName) -> bool,
 ) -> DFResult<RecordBatch> {
-    let sees_product = |p: &super::ProductInfo| p.ports.values().any(|port| visible(&port.info.name));
+    let sees_product =
+        |p: &super::ProductInfo| p.ports.values().any(|port| visible(&port.info.name));
     let sees_domain = |d: &super::DomainInfo| d.products.values().any(sees_product);
     let ports = || registry.ports().filter(|(_, p)| visible(&p.info.name));
     let columns: Vec<ArrayRef> = match kind {
@@ -401,8 +404,9 @@ fn build(
         }
         MetaKind::Sources => {
             let mut cols: [Col; 6] = Default::default();
-            let used: std::collections::BTreeSet<&str> =
-                ports().filter_map(|(_, p)| p.info.source.as_deref()).collect();
+            let used: std::collections::BTreeSet<&str> = ports()
+                .filter_map(|(_, p)| p.info.source.as_deref())
+                .collect();
             let all = registry.ports().count() == ports().count();
             for s in registry
                 .sources

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-
 use super::MeshArgs;
 use meshql_flight_server::output::{Format, print_stream};
 

@@ -98,7 +98,7 @@ impl MeshFlightSqlService {
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
         let planned = statement::plan(&self.engine, identity, handle).await?;
-        let schema = client_schema(planned.df.schema().as_arrow());
+        let schema = client_schema(planned.df().schema().as_arrow());
         Ok(Response::new(Self::flight_info(
             &schema, ticket, descriptor,
         )?))
@@ -194,7 +194,8 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let identity = self.identity(&request)?;
         let handle = Handle::new(&query.query);
-        let df = statement::plan(&self.engine, &identity, &handle).await?.df;
+        let planned = statement::plan(&self.engine, &identity, &handle).await?;
+        let df = planned.df();
         let options = IpcWriteOptions::default();
         let encode = |schema: &Schema| -> Result<Vec<u8>, Status> {
             let message: IpcMessage = SchemaAsIpc::new(schema, &options)
@@ -206,7 +207,7 @@ impl FlightSqlService for MeshFlightSqlService {
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.encode().into(),
             dataset_schema: encode(&dataset)?.into(),
-            parameter_schema: encode(&parameter_schema(&df)?)?.into(),
+            parameter_schema: encode(&parameter_schema(df)?)?.into(),
         })
     }
 

@@ -132,7 +132,11 @@ pub fn rewrite_placeholders(sql: &str) -> String {
 /// Plan `handle` for `user`, under `user`'s policies, with parameters bound. Handles
 /// carry no plan: each call plans again for whoever presents it, so a handle made by
 /// one user never runs with another's rights.
-pub async fn plan(engine: &MeshEngine, user: &Identity, handle: &Handle) -> Result<Planned, Status> {
+pub async fn plan(
+    engine: &MeshEngine,
+    user: &Identity,
+    handle: &Handle,
+) -> Result<Planned, Status> {
     let planned = engine
         .session(user)
         .plan(&handle.sql)
@@ -145,6 +149,7 @@ pub async fn plan(engine: &MeshEngine, user: &Identity, handle: &Handle) -> Resu
                     values.into_iter().map(Into::into).collect(),
                 ))
             })
+            .await
             .map_err(status),
         None => Ok(planned),
     }
@@ -214,7 +219,7 @@ pub async fn execute(
     user: &Identity,
     sql: &str,
 ) -> Result<impl Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static, Status> {
-    let schema = client_schema(planned.df.schema().as_arrow());
+    let schema = client_schema(planned.df().schema().as_arrow());
     let started = Instant::now();
     let stream = planned.execute().await.map_err(status)?;
     let mut log = QueryLog {

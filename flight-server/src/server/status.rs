@@ -14,7 +14,9 @@ pub fn status(err: Error) -> Status {
         Error::Denied(message) => Status::permission_denied(Error::Denied(message).to_string()),
         Error::Audit(message) => {
             tracing::error!(%message, "audit log");
-            Status::unavailable(format!("{message}; statements are refused until it can be written"))
+            Status::unavailable(format!(
+                "{message}; statements are refused until it can be written"
+            ))
         }
         Error::Internal(message) => {
             tracing::error!(%message, "internal error");

@@ -64,7 +64,7 @@ impl sqllogictest::AsyncDB for EngineDb {
         }
         let result = async {
             let planned = self.session.plan(sql).await?;
-            let schema = Arc::clone(planned.df.schema().inner());
+            let schema = Arc::clone(planned.df().schema().inner());
             let stream = planned.execute().await?;
             let batches: Vec<RecordBatch> = futures::TryStreamExt::try_collect(stream)
                 .await
@@ -148,7 +148,9 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, String> {
 /// Every `.slt` file under tests/slt, optionally filtered by `MESHQL_SLT` (substring).
 /// The .slt files of `tests/<subdir>`.
 pub fn slt_files(subdir: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests").join(subdir);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests")
+        .join(subdir);
     let filter = std::env::var("MESHQL_SLT").unwrap_or_default();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
