@@ -402,6 +402,30 @@ async fn check_reports_bad_policies_with_file_and_line() {
         "{problems:#?}"
     );
 
+    // A derived port that cannot be planned with its owner's rights is unavailable; a
+    // consumer is not told which input it failed on.
+    let (_dir, mesh) = governed_mesh(
+        "domains:\n  extra:\n    owner: team-extra\n    products:\n      p:\n        output_ports:\n          \
+         v: { sql: \"SELECT n_name FROM customer.geo.nation\" }\n\
+         access:\n  users:\n    u: { password: x }\n  admins: [user:u]\n  rules:\n    \
+         - { principals: [\"*\"], allow: [\"extra.*.*\"] }\n",
+    );
+    let derived = crate::policy::engine(&mesh).await;
+    let problem = derived
+        .problems()
+        .iter()
+        .map(ToString::to_string)
+        .find(|p| p.contains("extra.p.v"))
+        .expect("a problem for extra.p.v");
+    assert!(problem.contains("customer.geo.nation"), "{problem}");
+    let status = "SELECT status, error FROM mesh.meta.output_ports WHERE name = 'extra.p.v'";
+    let consumer = Identity::new("someone", Vec::new());
+    let seen = query(&derived, &consumer, status).await.unwrap();
+    assert_eq!(seen[0][0], "unavailable");
+    assert!(!seen[0][1].contains("nation"), "{seen:?}");
+    let admin = query(&derived, &user(&derived, "u"), status).await.unwrap();
+    assert!(admin[0][1].contains("customer.geo.nation"), "{admin:?}");
+
     // A syntax error or a bad principal is fatal: the mesh does not load at all.
     for (bad, message) in [
         (

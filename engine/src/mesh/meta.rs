@@ -217,11 +217,13 @@ impl TableProvider for MetaTable {
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         let visible = |name: &PortName| self.visible.as_ref().is_none_or(|v| v(name));
+        let restricted = self.visible.is_some();
         let batch = build(
             self.kind,
             Arc::clone(&self.schema),
             &self.registry,
             &visible,
+            restricted,
         )?;
         MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?
             .scan(state, projection, filters, limit)
@@ -265,6 +267,7 @@ fn build(
     schema: SchemaRef,
     registry: &MeshRegistry,
     visible: &dyn Fn(&PortName) -> bool,
+    restricted: bool,
 ) -> DFResult<RecordBatch> {
     let sees_product =
         |p: &super::ProductInfo| p.ports.values().any(|port| visible(&port.info.name));
@@ -318,6 +321,12 @@ fn build(
                 let info = &port.info;
                 let (status, error) = match port.state() {
                     PortState::Ready(_) => ("available", None),
+                    // A derived port fails on its inputs, which a restricted reader
+                    // may not be allowed to know about.
+                    PortState::Broken { .. } if restricted && info.kind == PortKind::Derived => (
+                        "unavailable",
+                        Some("an administrator can see why with `meshql check`".to_string()),
+                    ),
                     PortState::Broken { problem, .. } => {
                         ("unavailable", Some(problem.describe_without_subject()))
                     }
