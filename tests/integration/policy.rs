@@ -87,17 +87,7 @@ async fn policy_slt_over_flight_sql_statements_and_prepared_statements() {
         let endpoint = server.endpoint();
         run_all("slt/policy", move || {
             let endpoint = endpoint.clone();
-            async move {
-                let channel = tonic::transport::Channel::from_shared(endpoint)
-                    .map_err(|e| SltError(e.to_string()))?
-                    .connect()
-                    .await
-                    .map_err(|e| SltError(e.to_string()))?;
-                Ok::<_, SltError>(FlightDb {
-                    client: arrow_flight::sql::client::FlightSqlServiceClient::new(channel),
-                    prepared,
-                })
-            }
+            async move { FlightDb::connect(endpoint, prepared).await }
         })
         .await;
     }

@@ -28,17 +28,7 @@ async fn slt_over_flight_sql() {
     let endpoint = server.endpoint();
     run_all("slt", move || {
         let endpoint = endpoint.clone();
-        async move {
-            let channel = tonic::transport::Channel::from_shared(endpoint)
-                .map_err(|e| SltError(e.to_string()))?
-                .connect()
-                .await
-                .map_err(|e| SltError(e.to_string()))?;
-            Ok::<_, SltError>(crate::support::slt::FlightDb {
-                client: arrow_flight::sql::client::FlightSqlServiceClient::new(channel),
-                prepared: false,
-            })
-        }
+        async move { crate::support::slt::FlightDb::connect(endpoint, false).await }
     })
     .await;
     drop(server);

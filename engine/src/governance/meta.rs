@@ -5,12 +5,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{
-    ArrayRef, Float64Array, ListBuilder, RecordBatch, StringArray, StringBuilder, UInt64Array,
-};
+use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::{MemTable, Session, TableProvider};
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::DataFusionError;
 use datafusion::error::Result as DFResult;
 use datafusion::logical_expr::{Expr, TableType};
@@ -19,6 +17,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use super::Governance;
 use super::identity::Identity;
 use super::view::AccessView;
+use crate::mesh::meta::{scan_batch, tag_lists};
 use crate::session::NOT_GRANTED;
 
 #[derive(Debug, Clone, Copy)]
@@ -131,7 +130,7 @@ impl GovernanceMetaTable {
             s(&|r| Some(r.query_id.clone())),
             s(&|r| Some(r.user.clone())),
             s(&|r| Some(r.statement.clone())),
-            lists(records.iter().map(|r| r.ports.clone())),
+            tag_lists(records.iter().map(|r| r.ports.clone()).collect()),
             s(&|r| Some(r.decision.clone())),
             s(&|r| r.reason.clone()),
             Arc::new(UInt64Array::from(
@@ -212,25 +211,10 @@ impl GovernanceMetaTable {
             Arc::new(StringArray::from(principal)),
             Arc::new(StringArray::from(port)),
             Arc::new(StringArray::from(filter)),
-            lists(masks.into_iter()),
+            tag_lists(masks),
             Arc::new(StringArray::from(by)),
         ]
     }
-}
-
-fn lists(values: impl Iterator<Item = Vec<String>>) -> ArrayRef {
-    let mut builder = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
-        "item",
-        DataType::Utf8,
-        true,
-    )));
-    for list in values {
-        for v in list {
-            builder.values().append_value(v);
-        }
-        builder.append(true);
-    }
-    Arc::new(builder.finish())
 }
 
 #[async_trait]
@@ -255,8 +239,6 @@ impl TableProvider for GovernanceMetaTable {
             GovernanceTable::Grants => self.grants(),
         };
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
-        MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
+        scan_batch(batch, state, projection, filters, limit).await
     }
 }

@@ -225,10 +225,21 @@ impl TableProvider for MetaTable {
             &visible,
             restricted,
         )?;
-        MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
+        scan_batch(batch, state, projection, filters, limit).await
     }
+}
+
+/// Scan one batch built at scan time (metadata tables), with the usual pushdown.
+pub(crate) async fn scan_batch(
+    batch: RecordBatch,
+    state: &dyn Session,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> DFResult<Arc<dyn ExecutionPlan>> {
+    MemTable::try_new(batch.schema(), vec![vec![batch]])?
+        .scan(state, projection, filters, limit)
+        .await
 }
 
 type Col = Vec<Option<String>>;
@@ -237,7 +248,8 @@ fn strings(values: Col) -> ArrayRef {
     Arc::new(StringArray::from(values))
 }
 
-fn tag_lists(values: Vec<Vec<String>>) -> ArrayRef {
+/// A `List<Utf8>` column, one list per row.
+pub(crate) fn tag_lists(values: Vec<Vec<String>>) -> ArrayRef {
     let mut builder = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
         "item",
         DataType::Utf8,

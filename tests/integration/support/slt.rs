@@ -211,6 +211,20 @@ pub struct FlightDb {
     pub prepared: bool,
 }
 
+impl FlightDb {
+    pub async fn connect(endpoint: String, prepared: bool) -> Result<Self, SltError> {
+        let channel = tonic::transport::Channel::from_shared(endpoint)
+            .map_err(|e| SltError(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| SltError(e.to_string()))?;
+        Ok(FlightDb {
+            client: arrow_flight::sql::client::FlightSqlServiceClient::new(channel),
+            prepared,
+        })
+    }
+}
+
 #[async_trait]
 impl sqllogictest::AsyncDB for FlightDb {
     type Error = SltError;
