@@ -2,10 +2,15 @@
 # Sourced, not run.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/meshql/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-if ! command -v mold >/dev/null 2>&1; then
-  echo "== installing mold (fast linker)"
+# Build needs: mold (a fast linker, optional) and OpenSSL headers (the PostgreSQL
+# driver's TLS is native-tls).
+BUILD_APT=()
+command -v mold >/dev/null 2>&1 || BUILD_APT+=(mold)
+pkg-config --exists openssl 2>/dev/null || BUILD_APT+=(libssl-dev pkg-config)
+if [ ${#BUILD_APT[@]} -gt 0 ]; then
+  echo "== apt-get install ${BUILD_APT[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq mold >/dev/null || true
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${BUILD_APT[@]}" >/dev/null || true
 fi
 # `mold -run` swaps the linker without touching RUSTFLAGS, so it does not invalidate the cache.
 LINK=""

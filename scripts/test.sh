@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every meshql test on a fresh machine. It installs what is missing (a fast linker
-# from apt, an S3-compatible server from PyPI in a venv), starts the S3 server on
+# and PostgreSQL from apt, an S3-compatible server from PyPI in a venv), starts the S3 server on
 # loopback, checks formatting and lints, and runs the one integration-test binary plus
 # the unit tests. Build output goes to $CARGO_TARGET_DIR (default ~/.cache/meshql/target)
 # so that a fresh clone reuses an earlier build.
@@ -8,10 +8,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-# openssl makes the TLS test's certificate.
-if ! command -v openssl >/dev/null 2>&1; then
+# openssl makes the TLS test's certificate; the federation tests start their own
+# PostgreSQL clusters (in temp dirs, on free loopback ports) from the server binaries.
+APT=()
+command -v openssl >/dev/null 2>&1 || APT+=(openssl)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || APT+=(postgresql)
+command -v psql >/dev/null 2>&1 || APT+=(postgresql-client)
+if [ ${#APT[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq openssl >/dev/null
+  echo "== apt-get install ${APT[*]}"
+  $SUDO apt-get update -qq && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT[@]}" >/dev/null
 fi
 
 # A Python venv with the S3 server (moto) and the real Flight SQL clients (pinned).

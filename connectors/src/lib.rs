@@ -5,6 +5,8 @@
 //! | `lake.rs` | sources `local` and `s3` (object stores); dispatches on the port's `format:` |
 //! | `files.rs` | formats `parquet`, `csv`, `json` (DataFusion listing tables) |
 //! | `delta.rs` | format `delta` (deltalake) |
+//! | `postgres.rs` | source `postgres`: tables pushed down to as SQL |
+//! | `flight_sql.rs` | source `flight_sql`: another meshql node, or any Flight SQL server |
 //!
 //! Adding a connector touches four places: its file here, one `register` line in
 //! [`default_connectors`], one cargo feature in `Cargo.toml`, and one `.slt` file under
@@ -17,7 +19,11 @@ use meshql_engine::ConnectorRegistry;
 #[cfg(feature = "delta")]
 mod delta;
 mod files;
+#[cfg(feature = "flight-sql")]
+mod flight_sql;
 mod lake;
+#[cfg(feature = "postgres")]
+mod postgres;
 
 pub use lake::LakeConnector;
 
@@ -25,5 +31,9 @@ pub use lake::LakeConnector;
 pub fn default_connectors() -> ConnectorRegistry {
     let mut registry = ConnectorRegistry::new();
     registry.register(Arc::new(LakeConnector));
+    #[cfg(feature = "postgres")]
+    registry.register(Arc::new(postgres::PostgresConnector));
+    #[cfg(feature = "flight-sql")]
+    registry.register(Arc::new(flight_sql::FlightSqlConnector));
     registry
 }

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
 
 use crate::config::access::AccessConfig;
 use crate::config::load::MeshSpec;
 use crate::config::load::load_mesh;
 use crate::connector::ConnectorRegistry;
 use crate::error::Result;
+use crate::federation::MeshQueryPlanner;
 use crate::governance::catalog::Denials;
 use crate::governance::{Governance, Identity};
 use crate::mesh::derived::plan_derived_ports;
@@ -28,6 +30,9 @@ use crate::session::MeshSession;
 pub struct EngineOptions {
     /// Bytes all running queries may use together (None = unbounded).
     pub memory_limit: Option<usize>,
+    /// Send remote sources single-table statements only: joins, aggregates and sorts
+    /// over their tables run here. For comparisons, and an escape hatch.
+    pub no_subplan_pushdown: bool,
 }
 
 pub struct MeshEngine {
@@ -87,7 +92,15 @@ impl MeshEngine {
                 Arc::new(RuntimeEnv::default())
             }
         };
-        let ctx = SessionContext::new_with_config_rt(Self::session_config(), runtime);
+        let state = SessionStateBuilder::new()
+            .with_config(Self::session_config())
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_query_planner(Arc::new(MeshQueryPlanner {
+                subplan_pushdown: !options.no_subplan_pushdown,
+            }))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let access = spec.access.clone();
         let policies = spec.policies.clone();
         let registry = register_mesh(spec, connectors, &ctx).await;

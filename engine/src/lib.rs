@@ -7,6 +7,7 @@ pub mod config;
 pub mod connector;
 pub mod engine;
 pub mod error;
+pub mod federation;
 pub mod governance;
 pub mod mesh;
 pub mod problem;

@@ -4,6 +4,7 @@
 mod support;
 
 mod check;
+mod federation;
 mod flight;
 mod lake;
 mod policy;

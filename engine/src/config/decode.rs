@@ -102,6 +102,31 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// For numeric keys that may come from `${env:...}` (always a string after
+/// interpolation): accepts `5432` and `"5432"`.
+pub fn number_or_string<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr + serde::Deserialize<'de>,
+    T::Err: std::fmt::Display,
+{
+    use serde::Deserialize;
+    use serde::de::Error;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either<T> {
+        Value(T),
+        Text(String),
+    }
+    match Either::<T>::deserialize(deserializer)? {
+        Either::Value(v) => Ok(v),
+        Either::Text(s) => s
+            .trim()
+            .parse()
+            .map_err(|e| D::Error::custom(format!("`{s}` is not a valid number: {e}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -157,7 +157,11 @@ impl Governance {
             meta,
             denials,
         };
+        // Sources that pass the end user on read who it is from here.
+        let mut config = self.base.config().clone();
+        config.set_extension(Arc::new(identity.clone()));
         let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_config(config)
             .with_catalog_list(Arc::new(catalogs))
             .build();
         for udf in identity_functions(identity) {

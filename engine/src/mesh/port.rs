@@ -224,6 +224,11 @@ pub struct PortTable {
 }
 
 impl PortTable {
+    /// The connector's table.
+    pub fn inner(&self) -> &Arc<dyn TableProvider> {
+        &self.inner
+    }
+
     fn context(&self, e: DataFusionError) -> DataFusionError {
         e.context(format!("reading output port `{}`", self.name))
     }

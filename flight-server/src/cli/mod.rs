@@ -72,6 +72,10 @@ pub struct MeshArgs {
     /// Memory all running queries may use together, e.g. 4GiB or 512MB [default: unbounded].
     #[arg(long, env = "MESHQL_MEMORY_LIMIT", value_parser = parse_bytes)]
     memory_limit: Option<usize>,
+    /// Send PostgreSQL and Flight SQL sources single-table statements only (joins,
+    /// aggregates and sorts over their tables then run here). For comparisons.
+    #[arg(long, env = "MESHQL_NO_SUBPLAN_PUSHDOWN")]
+    no_subplan_pushdown: bool,
 }
 
 /// `123`, `64KB`, `512MiB`, `4GB`, `1.5GiB` (binary multiples either way).
@@ -115,6 +119,7 @@ impl MeshArgs {
         let path = self.mesh_file().await.map_err(Error::Setup)?;
         let options = meshql_engine::EngineOptions {
             memory_limit: self.memory_limit,
+            no_subplan_pushdown: self.no_subplan_pushdown,
         };
         MeshEngine::open_with(&path, &meshql_connectors::default_connectors(), &options).await
     }

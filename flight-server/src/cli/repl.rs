@@ -79,6 +79,7 @@ pub async fn run(args: &ReplArgs) -> ExitCode {
                 demo: args.demo,
                 data_dir: args.data_dir.clone(),
                 memory_limit: None,
+                no_subplan_pushdown: false,
             };
             match mesh.open().await {
                 Ok(engine) => {

@@ -11,6 +11,8 @@ use tonic::transport::Channel;
 pub struct Server {
     child: Child,
     pub url: String,
+    /// Kills the server if this process exits without dropping it.
+    reaper: Child,
 }
 
 impl Server {
@@ -29,6 +31,7 @@ impl Server {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start meshql serve");
+        let reaper = super::reaper::at_exit(&format!("kill -9 {} 2>/dev/null", child.id()));
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let url = loop {
@@ -46,7 +49,11 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, url }
+        Server {
+            child,
+            url,
+            reaper,
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -76,5 +83,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = self.reaper.kill();
+        let _ = self.reaper.wait();
     }
 }

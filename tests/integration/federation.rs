@@ -1,0 +1,550 @@
+//! Federation over real components: a PostgreSQL cluster, a second `meshql serve`
+//! node, Delta and Parquet files. Asserts the SQL each source receives for each
+//! pushdown kind, compares results with local copies (subplan pushdown on and off),
+//! checks that policies hold on federated paths, and stops sources mid-flight.
+
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use futures::{StreamExt, TryStreamExt};
+use meshql_engine::{Identity, MeshEngine};
+
+use crate::support::federation::{Federation, analyst, engines, federation, root};
+use crate::support::slt::{TEST_PASSWORD, rows};
+
+async fn run(engine: &MeshEngine, who: &Identity, sql: &str) -> Result<Vec<Vec<String>>, String> {
+    let result = async {
+        let stream = engine.session(who).plan(sql).await?.execute().await?;
+        let batches: Vec<RecordBatch> = stream
+            .try_collect()
+            .await
+            .map_err(meshql_engine::Error::from)?;
+        Ok::<_, meshql_engine::Error>(batches)
+    };
+    rows(&result.await.map_err(|e| e.to_string())?)
+}
+
+/// The statements sent to sources, as `source: SQL`, from the physical plan.
+async fn remote_sql(engine: &MeshEngine, who: &Identity, sql: &str) -> Vec<String> {
+    let plan = run(engine, who, &format!("EXPLAIN {sql}"))
+        .await
+        .expect("explain");
+    let mut out = Vec::new();
+    for row in plan.iter().filter(|r| r[0] == "physical_plan") {
+        for line in row[1].lines() {
+            if let (Some(name), Some(sql)) = (
+                line.split(" name=")
+                    .nth(1)
+                    .and_then(|s| s.split(' ').next()),
+                line.split(" base_sql=").nth(1),
+            ) {
+                out.push(format!("{name}: {sql}"));
+            }
+        }
+    }
+    out
+}
+
+fn only<'a>(statements: &'a [String], source: &str) -> &'a str {
+    let matching: Vec<&String> = statements
+        .iter()
+        .filter(|s| s.starts_with(&format!("{source}: ")))
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "expected one statement for {source}, got {statements:#?}"
+    );
+    matching[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushdown_sends_each_kind_as_sql() {
+    let (engine, _) = engines().await;
+    let e = engine.as_ref();
+    let who = root();
+
+    // Filter and projection: only the needed column, the filter in WHERE.
+    let s = remote_sql(
+        e,
+        &who,
+        "SELECT c_name FROM customer.profile.customer WHERE c_nationkey = 3",
+    )
+    .await;
+    let crm = only(&s, "crm");
+    assert!(
+        crm.contains("WHERE") && crm.contains("c_nationkey") && crm.contains("= 3"),
+        "{crm}"
+    );
+    assert!(!crm.contains("c_comment") && !crm.contains('*'), "{crm}");
+
+    // Aggregate.
+    let s = remote_sql(
+        e,
+        &who,
+        "SELECT c_mktsegment, count(*), sum(c_acctbal) FROM customer.profile.customer GROUP BY c_mktsegment",
+    )
+    .await;
+    let crm = only(&s, "crm");
+    assert!(crm.contains("GROUP BY") && crm.contains("sum("), "{crm}");
+
+    // Sort with limit.
+    let s = remote_sql(
+        e,
+        &who,
+        "SELECT c_name, c_acctbal FROM customer.profile.customer ORDER BY c_acctbal DESC LIMIT 5",
+    )
+    .await;
+    let crm = only(&s, "crm");
+    assert!(crm.contains("ORDER BY") && crm.contains("LIMIT 5"), "{crm}");
+
+    // A join between two ports of the same source is one statement.
+    let s = remote_sql(
+        e,
+        &who,
+        "SELECT c_name, count(*) FROM customer.profile.customer JOIN sales.orders.orders ON c_custkey = o_custkey \
+         WHERE o_orderstatus = 'F' GROUP BY c_name",
+    )
+    .await;
+    let crm = only(&s, "crm");
+    assert!(
+        crm.contains("JOIN") && crm.contains("GROUP BY") && crm.contains("'F'"),
+        "{crm}"
+    );
+
+    // A function PostgreSQL does not share stays here; the rest still goes.
+    let s = remote_sql(
+        e,
+        &who,
+        "SELECT c_name FROM customer.profile.customer WHERE to_hex(c_custkey) = 'ff' AND c_nationkey = 1",
+    )
+    .await;
+    let crm = only(&s, "crm");
+    assert!(
+        !crm.contains("to_hex") && crm.contains("c_nationkey"),
+        "{crm}"
+    );
+
+    // The remote node gets its part as SQL too.
+    let s = remote_sql(
+        e,
+        &who,
+        "SELECT n_name FROM geo.reference.nation WHERE n_regionkey = 1 ORDER BY n_name LIMIT 3",
+    )
+    .await;
+    let node = only(&s, "geo_node");
+    assert!(node.contains("WHERE") && node.contains("LIMIT 3"), "{node}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_source_join_filters_and_prunes_each_side() {
+    let (engine, _) = engines().await;
+    let sql = "SELECT n_name, c_mktsegment, sum(l_extendedprice) AS revenue \
+               FROM customer.profile.customer \
+               JOIN sales.orders.orders ON c_custkey = o_custkey \
+               JOIN sales.orders.lineitem ON l_orderkey = o_orderkey \
+               JOIN geo.reference.nation ON n_nationkey = c_nationkey \
+               WHERE o_orderdate < DATE '1995-01-01' AND c_acctbal > 1000 AND n_regionkey = 2 \
+               GROUP BY n_name, c_mktsegment ORDER BY revenue DESC";
+    let s = remote_sql(&engine, &root(), sql).await;
+    let crm = only(&s, "crm");
+    assert!(
+        crm.contains("JOIN"),
+        "customer and orders are one statement: {crm}"
+    );
+    assert!(crm.contains("1995-01-01") && crm.contains("1000"), "{crm}");
+    assert!(
+        !crm.contains("c_comment") && !crm.contains("o_comment"),
+        "{crm}"
+    );
+    let node = only(&s, "geo_node");
+    assert!(
+        node.contains("n_regionkey") && node.contains("= 2"),
+        "{node}"
+    );
+    assert!(!node.contains("n_comment"), "{node}");
+
+    // The same answer as over local copies.
+    let local = sql
+        .replace("customer.profile.customer", "local.copy.customer")
+        .replace("sales.orders.orders", "local.copy.orders")
+        .replace("geo.reference.nation", "local.copy.nation");
+    let expected = run(&engine, &root(), &local).await.expect("local");
+    assert!(!expected.is_empty());
+    assert_eq!(
+        run(&engine, &root(), sql).await.expect("federated"),
+        expected
+    );
+}
+
+/// Queries over federated ports and over local copies agree, with subplan pushdown on
+/// and off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn differential_against_local_copies() {
+    let (on, off) = engines().await;
+    let queries = [
+        "SELECT count(*) FROM {customer}",
+        "SELECT c_mktsegment, count(*), sum(c_acctbal), min(c_acctbal), max(c_name) FROM {customer} GROUP BY c_mktsegment ORDER BY 1",
+        "SELECT avg(c_acctbal) FROM {customer} WHERE c_nationkey IN (1, 2, 3)",
+        "SELECT c_custkey, c_name FROM {customer} WHERE c_name LIKE '%99%' ORDER BY c_custkey",
+        "SELECT c_custkey, c_acctbal FROM {customer} ORDER BY c_acctbal DESC, c_custkey LIMIT 7",
+        "SELECT upper(c_mktsegment), round(c_acctbal / 3, 2) FROM {customer} WHERE c_custkey BETWEEN 10 AND 20 ORDER BY c_custkey",
+        "SELECT o_orderpriority, count(*) FROM {orders} WHERE o_orderdate >= DATE '1996-01-01' AND o_orderdate < DATE '1996-04-01' GROUP BY o_orderpriority ORDER BY 1",
+        "SELECT c_name, sum(o_totalprice) AS t FROM {customer} JOIN {orders} ON c_custkey = o_custkey GROUP BY c_name ORDER BY t DESC, c_name LIMIT 10",
+        "SELECT c_custkey FROM {customer} LEFT JOIN {orders} ON c_custkey = o_custkey WHERE o_orderkey IS NULL ORDER BY 1 LIMIT 20",
+        "SELECT n_name, count(*) FROM {customer} JOIN {nation} ON c_nationkey = n_nationkey JOIN {region} ON n_regionkey = r_regionkey WHERE r_name = 'ASIA' GROUP BY n_name ORDER BY 1",
+        "SELECT o_orderstatus, count(DISTINCT o_custkey) FROM {orders} GROUP BY o_orderstatus ORDER BY 1",
+        "SELECT c_custkey FROM {customer} WHERE c_custkey IN (SELECT o_custkey FROM {orders} WHERE o_totalprice > 400000) ORDER BY 1",
+        "SELECT extract(year FROM o_orderdate) AS y, count(*) FROM {orders} GROUP BY y ORDER BY y",
+        "SELECT r_name, n_name FROM {nation} JOIN {region} ON n_regionkey = r_regionkey ORDER BY 1, 2",
+    ];
+    let federated = |q: &str| {
+        q.replace("{customer}", "customer.profile.customer")
+            .replace("{orders}", "sales.orders.orders")
+            .replace("{nation}", "geo.reference.nation")
+            .replace("{region}", "geo.reference.region")
+    };
+    let local = |q: &str| {
+        q.replace("{customer}", "local.copy.customer")
+            .replace("{orders}", "local.copy.orders")
+            .replace("{nation}", "local.copy.nation")
+            .replace("{region}", "local.copy.region")
+    };
+    for q in queries {
+        let expected = run(&on, &root(), &local(q)).await.expect(q);
+        for (mode, engine) in [("pushdown on", &on), ("pushdown off", &off)] {
+            let got = run(engine, &root(), &federated(q))
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: {q}: {e}"));
+            assert_eq!(got, expected, "{mode}: {q}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_types_map_to_arrow() {
+    let (engine, _) = engines().await;
+    let schema = run(
+        &engine,
+        &root(),
+        "SELECT column_name, data_type FROM information_schema.columns \
+         WHERE table_catalog = 'customer' AND table_name = 'types' ORDER BY ordinal_position",
+    )
+    .await
+    .expect("columns");
+    let types: Vec<String> = schema
+        .iter()
+        .map(|r| format!("{} {}", r[0], r[1]))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "id Int32",
+            "amount Decimal128(12, 3)",
+            "happened Timestamp(ns, \"UTC\")",
+            "local_time Timestamp(ns)",
+            "tags List(Utf8)",
+            "doc Utf8",
+            "flag Boolean",
+            "ratio Float64",
+            "small Int16"
+        ]
+        .map(String::from)
+    );
+    let row = run(
+        &engine,
+        &root(),
+        "SELECT amount, happened, local_time, tags, doc, flag, ratio, small FROM customer.profile.types WHERE id = 1",
+    )
+    .await
+    .expect("row");
+    assert_eq!(
+        row,
+        [[
+            "12345.678",
+            "2024-03-01T10:00:00Z",
+            "2024-03-01T12:00:00",
+            "[a, b]",
+            "{\"k\": 1}",
+            "true",
+            "0.5",
+            "7"
+        ]
+        .map(String::from)]
+    );
+}
+
+/// Gateway policies hold on federated ports: the row filter reaches PostgreSQL inside
+/// the policy's statement, the mask applies, and the user's own filters cannot see
+/// under it. The node's own mask applies to what the gateway reads from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_hold_on_federated_paths() {
+    let (engine, _) = engines().await;
+    let ana = analyst();
+    let rows_ = run(
+        &engine,
+        &ana,
+        "SELECT DISTINCT c_nationkey, c_phone FROM customer.profile.customer",
+    )
+    .await
+    .expect("analyst reads");
+    assert!(!rows_.is_empty());
+    assert!(
+        rows_
+            .iter()
+            .all(|r| r == &["3".to_string(), "***".to_string()]),
+        "{rows_:?}"
+    );
+    // What PostgreSQL received: the policy's filter and the user's leakproof one, in one
+    // statement (the user's plan shows only the opaque governed scan).
+    run(
+        &engine,
+        &ana,
+        "SELECT c_name FROM customer.profile.customer WHERE c_acctbal > -12345.67",
+    )
+    .await
+    .expect("analyst filter");
+    let log = federation().pg.statements();
+    let sent = log
+        .lines()
+        .find(|l| l.contains("-12345.67"))
+        .unwrap_or_else(|| panic!("no statement with the user's filter in:\n{log}"));
+    assert!(
+        sent.contains("c_nationkey") && sent.contains("= 3"),
+        "{sent}"
+    );
+    let plan = run(
+        &engine,
+        &ana,
+        "EXPLAIN SELECT c_name FROM customer.profile.customer",
+    )
+    .await
+    .expect("explain");
+    let text = format!("{plan:?}");
+    assert!(
+        text.contains("GovernedScanExec") && !text.contains("base_sql"),
+        "{text}"
+    );
+    // Guessing phones through a predicate on the masked column reads masked values.
+    let guessed = run(
+        &engine,
+        &ana,
+        "SELECT count(*) FROM customer.profile.customer WHERE c_phone LIKE '13-%'",
+    )
+    .await
+    .expect("count");
+    assert_eq!(guessed, [["0".to_string()]]);
+    // Local copies are not granted to analysts.
+    let denied = run(&engine, &ana, "SELECT * FROM local.copy.customer").await;
+    assert!(denied.is_err());
+
+    // The node masks n_comment for the gateway's user; admins of the gateway see that too.
+    let comments = run(
+        &engine,
+        &root(),
+        "SELECT DISTINCT n_comment FROM geo.reference.nation",
+    )
+    .await
+    .expect("nation");
+    assert_eq!(comments, [["(internal)".to_string()]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_serves_a_three_source_join_over_flight_sql() {
+    let f = federation();
+    let gateway = crate::support::server::Server::start(&f.mesh, &f.env(), &[]);
+    let mut client = gateway.client().await;
+    client
+        .handshake("root", TEST_PASSWORD)
+        .await
+        .expect("sign in");
+    let sql = "SELECT r_name, count(DISTINCT c_custkey) AS customers, sum(l_quantity) AS qty \
+               FROM customer.profile.customer JOIN sales.orders.orders ON c_custkey = o_custkey \
+               JOIN sales.orders.lineitem ON l_orderkey = o_orderkey \
+               JOIN geo.reference.nation ON c_nationkey = n_nationkey \
+               JOIN geo.reference.region ON n_regionkey = r_regionkey \
+               GROUP BY r_name ORDER BY r_name";
+    let fetch = |sql: String| {
+        let mut client = client.clone();
+        async move {
+            let info = client.execute(sql, None).await.expect("execute");
+            let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+            let batches: Vec<RecordBatch> = client
+                .do_get(ticket)
+                .await
+                .expect("do_get")
+                .try_collect()
+                .await
+                .expect("batches");
+            rows(&batches).expect("rows")
+        }
+    };
+    let got = fetch(sql.to_string()).await;
+    assert_eq!(got.len(), 5, "{got:?}");
+    let local = sql
+        .replace("customer.profile.customer", "local.copy.customer")
+        .replace("sales.orders.orders", "local.copy.orders")
+        .replace("geo.reference.nation", "local.copy.nation")
+        .replace("geo.reference.region", "local.copy.region");
+    assert_eq!(got, fetch(local).await);
+    let explain = fetch(format!("EXPLAIN {sql}")).await;
+    let physical = explain
+        .iter()
+        .find(|r| r[0] == "physical_plan")
+        .map(|r| r[1].clone())
+        .expect("physical plan");
+    assert!(
+        physical.contains("name=crm") && physical.contains("base_sql=SELECT"),
+        "{physical}"
+    );
+    assert!(physical.contains("name=geo_node"), "{physical}");
+    assert!(
+        physical.contains("DeltaScan") || physical.contains("lineitem"),
+        "{physical}"
+    );
+}
+
+/// PostgreSQL stopped mid-query: that query fails naming the source and host, the lake
+/// and the node keep answering, and the source recovers when PostgreSQL is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_fails_only_its_queries_and_recovers() {
+    let f = Federation::build().await;
+    let engine = f.engine(true).await;
+    let who = root();
+    let slow = "SELECT count(*) FROM customer.profile.customer a JOIN sales.orders.orders b ON a.c_custkey <> b.o_custkey";
+    let stream = engine
+        .session(&who)
+        .plan(slow)
+        .await
+        .expect("plan")
+        .execute()
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.pg.stop_server();
+    let started = Instant::now();
+    let result: Result<Vec<RecordBatch>, _> = stream.try_collect().await;
+    let err = result
+        .expect_err("the query must fail when PostgreSQL stops")
+        .to_string();
+    assert!(err.contains("crm") && err.contains("127.0.0.1"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    let down = run(
+        &engine,
+        &who,
+        "SELECT count(*) FROM customer.profile.customer",
+    )
+    .await
+    .expect_err("down");
+    assert!(
+        down.contains("source `crm`") && down.contains("127.0.0.1"),
+        "{down}"
+    );
+    let lake = run(&engine, &who, "SELECT count(*) FROM local.copy.customer").await;
+    assert_eq!(lake.expect("lake answers"), [["1500".to_string()]]);
+    let node = run(&engine, &who, "SELECT count(*) FROM geo.reference.region").await;
+    assert_eq!(node.expect("node answers"), [["5".to_string()]]);
+
+    f.pg.start_server();
+    let back = run(
+        &engine,
+        &who,
+        "SELECT count(*) FROM customer.profile.customer",
+    )
+    .await;
+    assert_eq!(back.expect("recovered"), [["1500".to_string()]]);
+}
+
+/// The node killed mid-stream: the query fails naming the source; PostgreSQL keeps
+/// answering; a restarted node (same mesh) answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_node_down_fails_only_its_queries() {
+    let mut f = Federation::build().await;
+    let engine = f.engine(true).await;
+    let who = root();
+    let mut stream = engine
+        .session(&who)
+        .plan("SELECT * FROM geo.reference.nation CROSS JOIN geo.reference.nation n2 CROSS JOIN geo.reference.nation n3")
+        .await
+        .expect("plan")
+        .execute()
+        .await
+        .expect("start");
+    let first = stream.next().await;
+    assert!(matches!(first, Some(Ok(_))), "rows before the node stops");
+    drop(f.node.take());
+    let mut failed = None;
+    while let Some(item) = stream.next().await {
+        if let Err(e) = item {
+            failed = Some(e.to_string());
+            break;
+        }
+    }
+    // The node may have sent everything before it died; a new query must fail.
+    let err = match failed {
+        Some(e) => e,
+        None => run(&engine, &who, "SELECT count(*) FROM geo.reference.region")
+            .await
+            .expect_err("node is down"),
+    };
+    assert!(err.contains("geo_node"), "{err}");
+    let pg = run(
+        &engine,
+        &who,
+        "SELECT count(*) FROM customer.profile.customer",
+    )
+    .await;
+    assert_eq!(pg.expect("PostgreSQL answers"), [["1500".to_string()]]);
+}
+
+/// Wrong credentials, a missing table and an unmappable type: `check` names each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_bad_remote_ports() {
+    let f = federation();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mesh = dir.path().join("mesh.yaml");
+    let port = f.pg.port;
+    std::fs::write(
+        &mesh,
+        format!(
+            "version: 1
+sources:
+  good: {{ kind: postgres, host: 127.0.0.1, port: {port}, user: meshql, password: \"{pw}\", dbname: crm, sslmode: disable }}
+  badpw: {{ kind: postgres, host: 127.0.0.1, port: {port}, user: meshql, password: wrong, dbname: crm, sslmode: disable }}
+domains:
+  d:
+    products:
+      p:
+        output_ports:
+          missing: {{ source: good, table: public.no_such_table }}
+          odd: {{ source: good, table: public.odd_types }}
+          denied: {{ source: badpw, table: public.customer }}
+",
+            pw = crate::support::pg::PG_PASSWORD
+        ),
+    )
+    .expect("mesh");
+    let out = crate::support::cli::meshql_plain(
+        &["check", "--config", mesh.to_str().expect("utf8")],
+        None,
+    );
+    let text = format!(
+        "{}{}",
+        crate::support::cli::stdout(&out),
+        crate::support::cli::stderr(&out)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("mesh.yaml:10") && text.contains("no_such_table"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mesh.yaml:11") && text.contains("span"),
+        "unsupported type named: {text}"
+    );
+    assert!(
+        text.contains("mesh.yaml:12") && text.contains("password"),
+        "{text}"
+    );
+}

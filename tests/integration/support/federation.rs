@@ -1,0 +1,202 @@
+//! The federation test mesh (tests/fixtures/federation): a real PostgreSQL cluster
+//! holding customer and orders, a second `meshql serve` node serving nation and region,
+//! a Delta lineitem, and Parquet copies of every remote table for differential tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::RecordBatch;
+use deltalake::protocol::SaveMode;
+use meshql_engine::{EngineOptions, Identity, MeshEngine};
+use meshql_tpch::generate::{Table, batches};
+use meshql_tpch::write;
+use url::Url;
+
+use super::fixture::{TEST_SF, copy_dir};
+use super::pg::{PG_PASSWORD, PgCluster};
+use super::server::Server;
+use super::slt::TEST_PASSWORD;
+
+/// Password of the node's users (`gateway`, `geo_admin`).
+pub const NODE_PASSWORD: &str = "node test:pw";
+
+pub struct Federation {
+    pub pg: PgCluster,
+    pub node: Option<Server>,
+    pub mesh: PathBuf,
+    pub root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Federation {
+    /// A whole fixture of its own: PostgreSQL, data and the node. Fault tests use one
+    /// each, since they stop its parts.
+    pub async fn build() -> Federation {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().to_path_buf();
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/federation"),
+            &root,
+        );
+        let data = root.join("data");
+        std::fs::create_dir_all(&data).expect("mkdir");
+
+        let pg = PgCluster::start();
+        pg.psql("postgres", "CREATE DATABASE crm");
+        pg.psql("crm", CRM_SCHEMA);
+        load(&pg, "customer", Table::Customer, dir.path());
+        load(&pg, "orders", Table::Orders, dir.path());
+        pg.psql("crm", TYPE_ZOO);
+
+        for (name, table) in [
+            ("customer", Table::Customer),
+            ("orders", Table::Orders),
+            ("nation", Table::Nation),
+            ("region", Table::Region),
+        ] {
+            write::parquet(
+                &data.join(format!("{name}.parquet")),
+                batches(table, TEST_SF),
+            )
+            .expect("parquet copy");
+        }
+        let lineitem = data.join("lineitem");
+        std::fs::create_dir_all(&lineitem).expect("mkdir");
+        write::delta(
+            Url::from_directory_path(&lineitem).expect("absolute"),
+            batches(Table::LineItem, TEST_SF).collect(),
+            &[],
+            SaveMode::Overwrite,
+        )
+        .await
+        .expect("lineitem");
+
+        let mut federation = Federation {
+            pg,
+            node: None,
+            mesh: root.join("mesh.yaml"),
+            root,
+            _dir: dir,
+        };
+        federation.start_node();
+        federation
+    }
+
+    /// (Re)start the geo node on a fresh port.
+    pub fn start_node(&mut self) {
+        let env = vec![(
+            "MESHQL_TEST_NODE_PASSWORD".to_string(),
+            NODE_PASSWORD.to_string(),
+        )];
+        self.node = Some(Server::start(&self.root.join("node/mesh.yaml"), &env, &[]));
+    }
+
+    pub fn node_url(&self) -> String {
+        self.node
+            .as_ref()
+            .map(|n| n.url.clone())
+            .unwrap_or_default()
+    }
+
+    /// Environment the gateway mesh reads.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("MESHQL_TEST_PG_PORT".into(), self.pg.port.to_string()),
+            ("MESHQL_TEST_PG_PASSWORD".into(), PG_PASSWORD.into()),
+            ("MESHQL_TEST_NODE_URL".into(), self.node_url()),
+            ("MESHQL_TEST_NODE_PASSWORD".into(), NODE_PASSWORD.into()),
+            ("MESHQL_TEST_PASSWORD".into(), TEST_PASSWORD.into()),
+        ]
+    }
+
+    /// An embedded gateway engine over this fixture.
+    pub async fn engine(&self, subplan_pushdown: bool) -> MeshEngine {
+        let env = self.env();
+        let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let spec = meshql_engine::config::load_mesh_with_env(&self.mesh, &lookup)
+            .expect("federation mesh loads");
+        let options = EngineOptions {
+            no_subplan_pushdown: !subplan_pushdown,
+            ..Default::default()
+        };
+        MeshEngine::from_spec_with(spec, &meshql_connectors::default_connectors(), &options).await
+    }
+}
+
+/// The shared fixture (never stopped), built on first use.
+pub fn federation() -> &'static Federation {
+    static FEDERATION: OnceLock<Federation> = OnceLock::new();
+    FEDERATION.get_or_init(|| {
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(Federation::build())
+        })
+        .join()
+        .expect("federation fixture builds")
+    })
+}
+
+/// The platform admin of the gateway mesh.
+pub fn root() -> Identity {
+    Identity::new("root", vec!["platform".to_string()])
+}
+
+/// An analyst: customer rows of nation 3 only, phones masked.
+pub fn analyst() -> Identity {
+    Identity::new("ana", vec!["analysts".to_string()])
+}
+
+/// Shared engines over the shared fixture, with subplan pushdown on and off.
+pub async fn engines() -> (Arc<MeshEngine>, Arc<MeshEngine>) {
+    let f = federation();
+    (
+        Arc::new(f.engine(true).await),
+        Arc::new(f.engine(false).await),
+    )
+}
+
+const CRM_SCHEMA: &str = "
+CREATE TABLE customer (
+  c_custkey bigint PRIMARY KEY, c_name varchar(25) NOT NULL, c_address varchar(40) NOT NULL,
+  c_nationkey bigint NOT NULL, c_phone varchar(15) NOT NULL, c_acctbal numeric(15,2) NOT NULL,
+  c_mktsegment varchar(10) NOT NULL, c_comment varchar(117) NOT NULL);
+CREATE TABLE orders (
+  o_orderkey bigint PRIMARY KEY, o_custkey bigint NOT NULL, o_orderstatus varchar(1) NOT NULL,
+  o_totalprice numeric(15,2) NOT NULL, o_orderdate date NOT NULL,
+  o_orderpriority varchar(15) NOT NULL, o_clerk varchar(15) NOT NULL, o_shippriority integer NOT NULL,
+  o_comment varchar(79) NOT NULL);";
+
+/// One row of every mapped type, and one column of a type that has no mapping.
+const TYPE_ZOO: &str = "
+CREATE TABLE type_zoo (
+  id integer PRIMARY KEY, amount numeric(12,3), happened timestamptz, local_time timestamp,
+  tags text[], doc json, flag boolean, ratio double precision, small smallint);
+INSERT INTO type_zoo VALUES
+  (1, 12345.678, '2024-03-01 12:00:00+02', '2024-03-01 12:00:00', ARRAY['a','b'],
+   '{\"k\": 1}', true, 0.5, 7),
+  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+CREATE TABLE odd_types (id integer, span daterange);";
+
+/// Generate `table` as CSV and `\copy` it into crm.
+fn load(pg: &PgCluster, name: &str, table: Table, scratch: &Path) {
+    let path = scratch.join(format!("{name}.csv"));
+    let file = std::fs::File::create(&path).expect("csv");
+    let mut writer = arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .build(file);
+    let all: Vec<RecordBatch> = batches(table, TEST_SF).collect();
+    for batch in &all {
+        writer.write(batch).expect("csv row");
+    }
+    drop(writer);
+    pg.psql(
+        "crm",
+        &format!(
+            "\\copy {name} FROM '{}' WITH (FORMAT csv, HEADER true)",
+            path.display()
+        ),
+    );
+}
