@@ -49,11 +49,7 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            url,
-            reaper,
-        }
+        Server { child, url, reaper }
     }
 
     pub fn endpoint(&self) -> String {
