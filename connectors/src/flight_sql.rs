@@ -11,8 +11,7 @@ use std::time::Duration;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::TableReference;
@@ -25,7 +24,7 @@ use datafusion_federation::sql::SQLExecutor;
 use futures::{Stream, StreamExt, TryStreamExt};
 use meshql_engine::config::decode;
 use meshql_engine::config::decode::number_or_string;
-use meshql_engine::federation::{RemoteSource, RemoteTable, SqlDialect};
+use meshql_engine::federation::{RemoteSource, RemoteTable, SqlDialect, conform};
 use meshql_engine::{Connector, ConnectorError, PortLocation, Source, SourceContext};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
@@ -322,39 +321,6 @@ impl FlightInner {
             .map(Arc::new)
             .map_err(|e| self.error(format!("cannot read the schema: {e}")))
     }
-}
-
-/// A remote batch as the plan expects it: columns by position, cast where types differ.
-fn conform(batch: &RecordBatch, expected: &SchemaRef) -> Result<RecordBatch, String> {
-    if batch.num_columns() != expected.fields().len() {
-        return Err(format!(
-            "the server returned {} columns where {} were expected",
-            batch.num_columns(),
-            expected.fields().len()
-        ));
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(expected.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(Arc::clone(column))
-            } else {
-                cast(column, field.data_type()).map_err(|e| {
-                    format!(
-                        "column `{}`: cannot read {} as {}: {e}",
-                        field.name(),
-                        column.data_type(),
-                        field.data_type()
-                    )
-                })
-            }
-        })
-        .collect::<Result<Vec<ArrayRef>, String>>()?;
-    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    RecordBatch::try_new_with_options(Arc::clone(expected), columns, &options)
-        .map_err(|e| e.to_string())
 }
 
 /// The server's message, not the transport's wrapping of it.

@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::TableReference;
@@ -33,7 +32,7 @@ use datafusion_table_providers_postgres::pool::PostgresConnectionPool;
 use futures::{Stream, StreamExt, TryStreamExt};
 use meshql_engine::config::decode;
 use meshql_engine::config::decode::number_or_string;
-use meshql_engine::federation::{RemoteSource, RemoteTable, SqlDialect};
+use meshql_engine::federation::{RemoteSource, RemoteTable, SqlDialect, conform};
 use meshql_engine::{Connector, ConnectorError, PortLocation, Source, SourceContext};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -450,26 +449,7 @@ fn to_batch(rows: &[tokio_postgres::Row], expected: &SchemaRef) -> Result<Record
         return Ok(RecordBatch::new_empty(Arc::clone(expected)));
     }
     let decoded = rows_to_arrow(rows, &Some(renamed)).map_err(|e| e.to_string())?;
-    let columns = decoded
-        .columns()
-        .iter()
-        .zip(expected.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(Arc::clone(column))
-            } else {
-                cast(column, field.data_type()).map_err(|e| {
-                    format!(
-                        "column `{}`: cannot read {} as {}: {e}",
-                        field.name(),
-                        column.data_type(),
-                        field.data_type()
-                    )
-                })
-            }
-        })
-        .collect::<Result<Vec<ArrayRef>, String>>()?;
-    RecordBatch::try_new(Arc::clone(expected), columns).map_err(|e| e.to_string())
+    conform(&decoded, expected)
 }
 
 /// A PostgreSQL error with the server's own message (tokio-postgres shows only "db error").

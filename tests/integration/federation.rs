@@ -10,19 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use meshql_engine::{Identity, MeshEngine};
 
 use crate::support::federation::{Federation, analyst, engines, federation, root};
-use crate::support::slt::{TEST_PASSWORD, rows};
-
-async fn run(engine: &MeshEngine, who: &Identity, sql: &str) -> Result<Vec<Vec<String>>, String> {
-    let result = async {
-        let stream = engine.session(who).plan(sql).await?.execute().await?;
-        let batches: Vec<RecordBatch> = stream
-            .try_collect()
-            .await
-            .map_err(meshql_engine::Error::from)?;
-        Ok::<_, meshql_engine::Error>(batches)
-    };
-    rows(&result.await.map_err(|e| e.to_string())?)
-}
+use crate::support::slt::{TEST_PASSWORD, query as run, rows};
 
 /// The statements sent to sources, as `source: SQL`, from the physical plan.
 async fn remote_sql(engine: &MeshEngine, who: &Identity, sql: &str) -> Vec<String> {
@@ -420,11 +408,25 @@ async fn postgres_down_fails_only_its_queries_and_recovers() {
         .execute()
         .await
         .expect("start");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Read it in the background; stop PostgreSQL once it is running the statement (its
+    // statement log shows it).
+    let reading = tokio::spawn(async move {
+        let result: Result<Vec<RecordBatch>, _> = stream.try_collect().await;
+        result
+    });
+    let waiting = Instant::now();
+    while !f.pg.statements().contains("<>") {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "the statement never reached PostgreSQL"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     f.pg.stop_server();
     let started = Instant::now();
-    let result: Result<Vec<RecordBatch>, _> = stream.try_collect().await;
-    let err = result
+    let err = reading
+        .await
+        .expect("reader task")
         .expect_err("the query must fail when PostgreSQL stops")
         .to_string();
     assert!(err.contains("crm") && err.contains("127.0.0.1"), "{err}");

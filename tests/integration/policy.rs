@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::support::fixture::{copy_dir, fixture};
 use crate::support::server::Server;
-use crate::support::slt::{EngineDb, FlightDb, SltError, TEST_PASSWORD, rows, run_all};
+use crate::support::slt::{EngineDb, FlightDb, SltError, TEST_PASSWORD, query, rows, run_all};
 
 /// A fresh copy of the test mesh with `access` appended (each test its own audit log).
 fn governed_mesh(access: &str) -> (tempfile::TempDir, PathBuf) {
@@ -48,18 +48,6 @@ async fn engine(mesh: &Path) -> MeshEngine {
 fn user(engine: &MeshEngine, name: &str) -> Identity {
     let groups = engine.access().expect("access").users[name].groups.clone();
     Identity::new(name, groups)
-}
-
-async fn query(engine: &MeshEngine, who: &Identity, sql: &str) -> Result<Vec<Vec<String>>, String> {
-    let run = async {
-        let stream = engine.session(who).plan(sql).await?.execute().await?;
-        let batches: Vec<RecordBatch> = stream
-            .try_collect()
-            .await
-            .map_err(meshql_engine::Error::from)?;
-        Ok::<_, meshql_engine::Error>(batches)
-    };
-    rows(&run.await.map_err(|e| e.to_string())?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

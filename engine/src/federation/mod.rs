@@ -13,4 +13,4 @@ pub mod remote;
 
 pub use capability::SqlDialect;
 pub use planner::MeshQueryPlanner;
-pub use remote::{RemoteSource, RemoteTable};
+pub use remote::{RemoteSource, RemoteTable, conform};

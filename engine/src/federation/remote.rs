@@ -6,6 +6,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -166,4 +168,37 @@ impl TableProvider for RemoteTable {
         .build()?;
         Self::plan_remote(&self.source, plan, state).await
     }
+}
+
+/// A remote batch as the plan expects it: columns by position, cast where types differ.
+pub fn conform(batch: &RecordBatch, expected: &SchemaRef) -> Result<RecordBatch, String> {
+    if batch.num_columns() != expected.fields().len() {
+        return Err(format!(
+            "the server returned {} columns where {} were expected",
+            batch.num_columns(),
+            expected.fields().len()
+        ));
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(expected.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                cast(column, field.data_type()).map_err(|e| {
+                    format!(
+                        "column `{}`: cannot read {} as {}: {e}",
+                        field.name(),
+                        column.data_type(),
+                        field.data_type()
+                    )
+                })
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>, String>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(Arc::clone(expected), columns, &options)
+        .map_err(|e| e.to_string())
 }

@@ -115,6 +115,24 @@ pub fn column_type(t: &DataType) -> DefaultColumnType {
     }
 }
 
+/// All rows of `sql` run as `who`, as text (see [`rows`]); errors as their message.
+pub async fn query(
+    engine: &meshql_engine::MeshEngine,
+    who: &meshql_engine::Identity,
+    sql: &str,
+) -> Result<Vec<Vec<String>>, String> {
+    use futures::TryStreamExt;
+    let run = async {
+        let stream = engine.session(who).plan(sql).await?.execute().await?;
+        let batches: Vec<RecordBatch> = stream
+            .try_collect()
+            .await
+            .map_err(meshql_engine::Error::from)?;
+        Ok::<_, meshql_engine::Error>(batches)
+    };
+    rows(&run.await.map_err(|e| e.to_string())?)
+}
+
 /// Values as text: NULL for nulls, `(empty)` for empty strings (slt cannot show them).
 pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, String> {
     let options = FormatOptions::default().with_null("NULL");
