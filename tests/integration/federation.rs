@@ -165,6 +165,49 @@ async fn cross_source_join_filters_and_prunes_each_side() {
     );
 }
 
+/// The keys of a join's small side reach the remote side's statement before it runs,
+/// and EXPLAIN ANALYZE counts the rows that crossed the network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_keys_reach_the_remote_statement() {
+    let (engine, _) = engines().await;
+    let sql = "SELECT c.c_name, count(*) AS n, sum(o.o_totalprice) AS total \
+               FROM local.copy.customer c JOIN sales.orders.orders o ON o.o_custkey = c.c_custkey \
+               WHERE c.c_name IN ('Customer#000000007', 'Customer#000000010') \
+               GROUP BY c.c_name ORDER BY c.c_name";
+    let expected = run(
+        &engine,
+        &root(),
+        &sql.replace("sales.orders.orders", "local.copy.orders"),
+    )
+    .await
+    .expect("local");
+    assert_eq!(expected.len(), 2, "{expected:?}");
+    assert_eq!(
+        run(&engine, &root(), sql).await.expect("federated"),
+        expected
+    );
+    let log = federation().pg.statements();
+    let sent = log
+        .lines()
+        .find(|l| l.contains("meshql_dyn") && (l.contains("IN (7, 10)") || l.contains("IN (10, 7)")))
+        .unwrap_or_else(|| panic!("no statement with the join keys in:\n{log}"));
+    assert!(sent.contains("o_custkey"), "{sent}");
+
+    // Only the two customers' orders were read.
+    let orders: usize = expected.iter().map(|r| r[1].parse::<usize>().expect("n")).sum();
+    let analyzed = run(&engine, &root(), &format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .expect("explain analyze");
+    let text = format!("{analyzed:?}");
+    let scan = text
+        .split("\\n")
+        .flat_map(|l| l.split("\n"))
+        .find(|l| l.contains("VirtualExecutionPlan"))
+        .unwrap_or_else(|| panic!("no remote scan in {text}"));
+    assert!(scan.contains("runtime_filters=1"), "{scan}");
+    assert!(scan.contains(&format!("remote_rows={orders},")), "{scan}");
+}
+
 /// Queries over federated ports and over local copies agree, with subplan pushdown on
 /// and off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 //! back to the types the plan expects.
 
 pub mod capability;
+pub mod dynamic;
 pub mod planner;
 pub mod remote;
 

@@ -48,9 +48,11 @@ impl QueryPlanner for MeshQueryPlanner {
         } else {
             logical_plan.clone()
         };
-        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(FederatedPlanner::new())])
-            .create_physical_plan(&plan, session)
-            .await
+        let physical =
+            DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(FederatedPlanner::new())])
+                .create_physical_plan(&plan, session)
+                .await?;
+        super::dynamic::gate_remote_scans(physical)
     }
 }
 
