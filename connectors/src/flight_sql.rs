@@ -2,8 +2,9 @@
 //! or any Flight SQL server. Subplans over its tables are sent as one SQL statement
 //! and the results streamed back.
 //!
-//! The remote node enforces its own policies for whoever signs in; here that is the
-//! source's configured credentials (a token or a user and password).
+//! The remote node enforces its own policies for whoever signs in: the source's
+//! configured credentials (a token or a user and password), or, with a
+//! `delegation_secret`, the end user the gateway vouches for.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +23,11 @@ use datafusion::physical_plan::{PhysicalExpr, SendableRecordBatchStream};
 use datafusion::sql::unparser::dialect::Dialect;
 use datafusion_federation::sql::SQLExecutor;
 use futures::{Stream, StreamExt, TryStreamExt};
+use meshql_engine::Identity;
 use meshql_engine::config::decode;
 use meshql_engine::config::decode::number_or_string;
-use meshql_engine::federation::{RemoteSource, RemoteTable, SqlDialect, conform};
+use meshql_engine::federation::{MetadataCache, RemoteSource, RemoteTable, SqlDialect, conform};
+use meshql_engine::governance::token::{self, DELEGATION_HEADER, DELEGATION_TTL};
 use meshql_engine::{Connector, ConnectorError, PortLocation, Source, SourceContext};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
@@ -68,8 +71,21 @@ struct FlightSourceConfig {
         deserialize_with = "number_or_string"
     )]
     query_timeout_s: u64,
+    /// Pass the end user on: statements carry their name signed with this secret, and
+    /// a node that trusts this gateway (the same secret on its user) runs them as that
+    /// user. Without it the node sees this source's own user.
+    delegation_secret: Option<String>,
+    /// How long table schemas are kept before they are asked for again.
+    #[serde(
+        default = "default_metadata_ttl",
+        deserialize_with = "number_or_string"
+    )]
+    metadata_ttl_s: u64,
 }
 
+fn default_metadata_ttl() -> u64 {
+    300
+}
 fn default_dialect() -> DialectName {
     DialectName::Datafusion
 }
@@ -151,8 +167,23 @@ impl Connector for FlightSqlConnector {
                 .tls_config(tls_config)
                 .map_err(|e| ConnectorError::new(format!("TLS: {e}")).at("endpoint"))?;
         }
+        if config
+            .delegation_secret
+            .as_deref()
+            .is_some_and(str::is_empty)
+        {
+            return Err(ConnectorError::new("`delegation_secret` is empty").at("delegation_secret"));
+        }
+        if config.delegation_secret.is_some() && matches!(credentials, Credentials::None) {
+            return Err(ConnectorError::new(
+                "`delegation_secret` needs the gateway's own credentials (`user` and `password`, or `token`): the node trusts a signed-in gateway, not the signature alone",
+            )
+            .at("delegation_secret"));
+        }
         let inner = Arc::new(FlightInner {
             name: ctx.name.to_string(),
+            delegation_secret: config.delegation_secret.map(String::into_bytes),
+            metadata: MetadataCache::new(Duration::from_secs(config.metadata_ttl_s)),
             address: config.endpoint.clone(),
             // No I/O here: the channel connects on first use and reconnects after failures.
             channel: endpoint.connect_lazy(),
@@ -179,6 +210,8 @@ struct FlightInner {
     query_timeout: Duration,
     /// The bearer token from the last sign-in (Basic credentials only).
     token: tokio::sync::Mutex<Option<String>>,
+    delegation_secret: Option<Vec<u8>>,
+    metadata: MetadataCache,
 }
 
 impl std::fmt::Debug for FlightInner {
@@ -239,10 +272,15 @@ impl FlightInner {
     async fn flight_info(
         &self,
         sql: &str,
+        on_behalf_of: Option<&str>,
     ) -> DFResult<(FlightSqlServiceClient<Channel>, arrow_flight::FlightInfo)> {
         let mut fresh = false;
         loop {
             let mut client = self.client(fresh).await.map_err(|e| self.error(e))?;
+            if let (Some(secret), Some(user)) = (&self.delegation_secret, on_behalf_of) {
+                let expiry = token::now_secs() + DELEGATION_TTL.as_secs();
+                client.set_header(DELEGATION_HEADER, token::sign(secret, user, expiry));
+            }
             let result =
                 tokio::time::timeout(self.query_timeout, client.execute(sql.to_string(), None))
                     .await
@@ -270,9 +308,10 @@ impl FlightInner {
         self: Arc<Self>,
         sql: String,
         expected: SchemaRef,
+        on_behalf_of: Option<String>,
     ) -> DFResult<impl Stream<Item = DFResult<RecordBatch>> + Send> {
-        tracing::debug!(source = %self.name, sql = %sql, "remote statement");
-        let (mut client, info) = self.flight_info(&sql).await?;
+        tracing::debug!(source = %self.name, sql = %sql, user = ?on_behalf_of, "remote statement");
+        let (mut client, info) = self.flight_info(&sql, on_behalf_of.as_deref()).await?;
         let mut streams = Vec::new();
         for endpoint in info.endpoint {
             let ticket = endpoint
@@ -314,12 +353,23 @@ impl FlightInner {
         ))
     }
 
+    /// The table's schema as the source's own user sees it.
     async fn schema_of(&self, table: &str) -> DFResult<SchemaRef> {
-        let sql = format!("SELECT * FROM {table} LIMIT 0");
-        let (_, info) = self.flight_info(&sql).await?;
-        info.try_decode_schema()
-            .map(Arc::new)
-            .map_err(|e| self.error(format!("cannot read the schema: {e}")))
+        let fetch = async {
+            let sql = format!("SELECT * FROM {table} LIMIT 0");
+            let (_, info) = self
+                .flight_info(&sql, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            info.try_decode_schema().map(Arc::new).map_err(|e| {
+                self.error(format!("cannot read the schema: {e}"))
+                    .to_string()
+            })
+        };
+        self.metadata
+            .schema(&TableReference::from(table), fetch)
+            .await
+            .map_err(|e| DataFusionError::External(e.into()))
     }
 }
 
@@ -337,6 +387,8 @@ fn flight_message(e: &FlightError) -> String {
 #[derive(Debug)]
 struct FlightExecutor {
     inner: Arc<FlightInner>,
+    /// The end user statements are signed for (with a `delegation_secret`).
+    on_behalf_of: Option<String>,
 }
 
 #[async_trait]
@@ -360,8 +412,12 @@ impl SQLExecutor for FlightExecutor {
         _filters: &[Arc<dyn PhysicalExpr>],
     ) -> DFResult<SendableRecordBatchStream> {
         let inner = Arc::clone(&self.inner);
-        let stream = futures::stream::once(inner.query(query.to_string(), Arc::clone(&schema)))
-            .try_flatten();
+        let stream = futures::stream::once(inner.query(
+            query.to_string(),
+            Arc::clone(&schema),
+            self.on_behalf_of.clone(),
+        ))
+        .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 
@@ -392,9 +448,20 @@ impl RemoteSource for FlightRemote {
         self.0.dialect
     }
 
-    fn executor(&self, _session: &dyn Session) -> DFResult<Arc<dyn SQLExecutor>> {
+    /// Statements for a signed-in user carry their name when the source delegates.
+    /// Derived ports (run with their owner group's rights, `group:NAME`) and the
+    /// platform's own checks use the source's credentials.
+    fn executor(&self, session: &dyn Session) -> DFResult<Arc<dyn SQLExecutor>> {
+        let on_behalf_of = self
+            .0
+            .delegation_secret
+            .as_ref()
+            .and(session.config().get_extension::<Identity>())
+            .map(|identity| identity.user.clone())
+            .filter(|user| !user.contains(':'));
         Ok(Arc::new(FlightExecutor {
             inner: Arc::clone(&self.0),
+            on_behalf_of,
         }))
     }
 }
@@ -433,6 +500,7 @@ impl Source for FlightSource {
         let remote = Arc::new(FlightRemote(Arc::clone(&self.inner)));
         let executor = Arc::new(FlightExecutor {
             inner: Arc::clone(&self.inner),
+            on_behalf_of: None,
         });
         Ok(Arc::new(RemoteTable::new(
             remote,

@@ -18,9 +18,10 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::TableReference;
+use datafusion::common::{Statistics, TableReference};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::SessionState;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{PhysicalExpr, SendableRecordBatchStream};
 use datafusion::sql::unparser::dialect::{Dialect, PostgreSqlDialect};
@@ -32,7 +33,8 @@ use datafusion_table_providers_postgres::pool::PostgresConnectionPool;
 use futures::{Stream, StreamExt, TryStreamExt};
 use meshql_engine::config::decode;
 use meshql_engine::config::decode::number_or_string;
-use meshql_engine::federation::{RemoteSource, RemoteTable, SqlDialect, conform};
+use meshql_engine::federation::stats::{scan_statistics, scanned_table};
+use meshql_engine::federation::{MetadataCache, RemoteSource, RemoteTable, SqlDialect, conform};
 use meshql_engine::{Connector, ConnectorError, PortLocation, Source, SourceContext};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -94,8 +96,17 @@ struct PgSourceConfig {
         deserialize_with = "number_or_string"
     )]
     query_timeout_s: u64,
+    /// How long table schemas and row counts are kept before they are asked for again.
+    #[serde(
+        default = "default_metadata_ttl",
+        deserialize_with = "number_or_string"
+    )]
+    metadata_ttl_s: u64,
 }
 
+fn default_metadata_ttl() -> u64 {
+    300
+}
 fn default_port() -> u16 {
     5432
 }
@@ -139,6 +150,7 @@ impl Connector for PostgresConnector {
             address: format!("{}:{}/{}", config.host, config.port, config.dbname),
             connect_timeout: Duration::from_secs(config.connect_timeout_s.max(1)),
             query_timeout: Duration::from_secs(config.query_timeout_s.max(1)),
+            metadata: MetadataCache::new(Duration::from_secs(config.metadata_ttl_s)),
             config,
             pool: tokio::sync::Mutex::new(None),
         });
@@ -161,6 +173,7 @@ struct PgInner {
     /// Created on first use; dropped when it cannot hand out a connection, so a server
     /// that restarted is reached with fresh connections.
     pool: tokio::sync::Mutex<Option<Arc<PostgresConnectionPool>>>,
+    metadata: MetadataCache,
 }
 
 impl std::fmt::Debug for PgInner {
@@ -514,6 +527,19 @@ impl SQLExecutor for PgExecutor {
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 
+    /// From PostgreSQL's own row count (`pg_class.reltuples`), so joins put the
+    /// smaller side on the build side.
+    async fn statistics(&self, plan: &LogicalPlan) -> DFResult<Statistics> {
+        let estimate = match scanned_table(plan) {
+            Some(table) => self.inner.row_count(&table).await,
+            None => None,
+        };
+        Ok(match estimate {
+            Some(rows) => scan_statistics(plan, rows),
+            None => Statistics::new_unknown(plan.schema().as_arrow()),
+        })
+    }
+
     async fn table_names(&self) -> DFResult<Vec<String>> {
         Err(DataFusionError::NotImplemented(
             "listing the tables of a PostgreSQL source".to_string(),
@@ -535,6 +561,35 @@ impl PgInner {
 
     /// The table's columns as Arrow fields; unsupported types are named.
     async fn schema_of(&self, table: TableReference) -> Result<SchemaRef, String> {
+        self.metadata
+            .schema(&table, self.fetch_schema(table.clone()))
+            .await
+    }
+
+    /// The planner's estimate of the table's rows; None if it was never analyzed or the
+    /// server cannot be asked.
+    async fn row_count(&self, table: &TableReference) -> Option<u64> {
+        self.metadata.rows(table, self.fetch_row_count(table)).await
+    }
+
+    async fn fetch_row_count(&self, table: &TableReference) -> Option<u64> {
+        let conn = self.connection().await.ok()?;
+        let client: &tokio_postgres::Client = &conn.conn;
+        let name = table.to_string();
+        let sql = "SELECT reltuples::float8 FROM pg_class WHERE oid = to_regclass($1)";
+        let row = tokio::time::timeout(self.query_timeout, client.query_opt(sql, &[&name]))
+            .await
+            .ok()?
+            .map_err(
+                |e| tracing::debug!(source = %self.name, error = %pg_error(&e), "no row count"),
+            )
+            .ok()??;
+        let rows: f64 = row.get(0);
+        // -1: never vacuumed or analyzed.
+        (rows >= 0.0).then_some(rows as u64)
+    }
+
+    async fn fetch_schema(&self, table: TableReference) -> Result<SchemaRef, String> {
         let pool = self
             .pool()
             .await

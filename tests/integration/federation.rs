@@ -9,7 +9,7 @@ use arrow::array::RecordBatch;
 use futures::{StreamExt, TryStreamExt};
 use meshql_engine::{Identity, MeshEngine};
 
-use crate::support::federation::{Federation, analyst, engines, federation, root};
+use crate::support::federation::{Federation, NODE_PASSWORD, analyst, engines, federation, root};
 use crate::support::slt::{TEST_PASSWORD, query as run, rows};
 
 /// The statements sent to sources, as `source: SQL`, from the physical plan.
@@ -189,12 +189,17 @@ async fn join_keys_reach_the_remote_statement() {
     let log = federation().pg.statements();
     let sent = log
         .lines()
-        .find(|l| l.contains("meshql_dyn") && (l.contains("IN (7, 10)") || l.contains("IN (10, 7)")))
+        .find(|l| {
+            l.contains("meshql_dyn") && (l.contains("IN (7, 10)") || l.contains("IN (10, 7)"))
+        })
         .unwrap_or_else(|| panic!("no statement with the join keys in:\n{log}"));
     assert!(sent.contains("o_custkey"), "{sent}");
 
     // Only the two customers' orders were read.
-    let orders: usize = expected.iter().map(|r| r[1].parse::<usize>().expect("n")).sum();
+    let orders: usize = expected
+        .iter()
+        .map(|r| r[1].parse::<usize>().expect("n"))
+        .sum();
     let analyzed = run(&engine, &root(), &format!("EXPLAIN ANALYZE {sql}"))
         .await
         .expect("explain analyze");
@@ -378,6 +383,89 @@ async fn policies_hold_on_federated_paths() {
     .await
     .expect("nation");
     assert_eq!(comments, [["(internal)".to_string()]]);
+}
+
+/// Rows of `sql` run on the geo node directly, signed in as `user`.
+async fn on_node(user: &str, sql: &str) -> Result<Vec<Vec<String>>, String> {
+    let channel = tonic::transport::Channel::from_shared(
+        federation().node_url().replace("grpc://", "http://"),
+    )
+    .expect("url")
+    .connect()
+    .await
+    .expect("connect");
+    let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    client
+        .handshake(user, NODE_PASSWORD)
+        .await
+        .map_err(|e| e.to_string())?;
+    let info = client
+        .execute(sql.to_string(), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let batches: Vec<RecordBatch> = client
+        .do_get(ticket)
+        .await
+        .map_err(|e| e.to_string())?
+        .try_collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    rows(&batches)
+}
+
+/// With a `delegation_secret` the node sees the end user, not the gateway: a user sees
+/// through the gateway exactly what the node shows them directly, and a user the node
+/// does not know sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_sees_the_end_user_through_a_delegating_gateway() {
+    let (engine, _) = engines().await;
+    let sql = "SELECT n_nationkey, n_name, n_regionkey, n_comment FROM {nation} ORDER BY 1";
+    let through = run(
+        &engine,
+        &analyst(),
+        &sql.replace("{nation}", "geo.delegated.nation"),
+    )
+    .await
+    .expect("ana through the gateway");
+    let direct = on_node("ana", &sql.replace("{nation}", "geo.reference.nation"))
+        .await
+        .expect("ana on the node");
+    assert_eq!(through, direct);
+    // The node's own rule for ana (region 3) and its mask, not the gateway's view.
+    assert_eq!(through.len(), 5, "{through:?}");
+    assert!(
+        through.iter().all(|r| r[2] == "3" && r[3] == "(internal)"),
+        "{through:?}"
+    );
+    // Through the non-delegating source the node sees the gateway's user (all nations).
+    let as_gateway = run(
+        &engine,
+        &analyst(),
+        &sql.replace("{nation}", "geo.reference.nation"),
+    )
+    .await
+    .expect("as the gateway");
+    assert_eq!(as_gateway.len(), 25);
+
+    // root is an admin of the gateway, but unknown to the node: nothing is granted there
+    // (and the node does not say whether the table exists).
+    let err = run(
+        &engine,
+        &root(),
+        "SELECT count(*) FROM geo.delegated.nation",
+    )
+    .await
+    .expect_err("root is unknown to the node");
+    assert!(
+        err.contains("geo_delegated") && err.contains("not found"),
+        "{err}"
+    );
+    // The node audited the statements under the end users' names.
+    let audit = std::fs::read_to_string(federation().root.join("node/node-audit.jsonl"))
+        .expect("node audit log");
+    assert!(audit.contains("\"user\":\"ana\""), "{audit}");
+    assert!(audit.contains("\"user\":\"root\""), "{audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

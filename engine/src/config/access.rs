@@ -66,6 +66,9 @@ pub struct UserConfig {
     pub password_sha256: Option<String>,
     #[serde(default)]
     pub groups: Vec<String>,
+    /// This user (a gateway) may run statements for other users: those that carry the
+    /// end user's name signed with this secret run as that user.
+    pub delegation_secret: Option<String>,
 }
 
 impl fmt::Debug for UserConfig {
@@ -78,6 +81,10 @@ impl fmt::Debug for UserConfig {
                 &self.password_sha256.as_ref().map(|_| "<redacted>"),
             )
             .field("groups", &self.groups)
+            .field(
+                "delegation_secret",
+                &self.delegation_secret.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -93,6 +100,9 @@ impl UserConfig {
                 "`password_sha256` must be 64 hex digits (e.g. `printf %s PASSWORD | sha256sum`)"
                     .into(),
             ),
+            _ if self.delegation_secret.as_deref().is_some_and(str::is_empty) => {
+                Err("`delegation_secret` is empty".into())
+            }
             _ => Ok(()),
         }
     }

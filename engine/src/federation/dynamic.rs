@@ -21,12 +21,13 @@ use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::{Cast, InList};
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{
     BinaryExpr as PhysicalBinary, CaseExpr, CastExpr, Column as PhysicalColumn,
     DynamicFilterPhysicalExpr, InListExpr, IsNotNullExpr, IsNullExpr, Literal, NotExpr,
 };
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr_common::physical_expr::snapshot_physical_expr;
+use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::execution_plan::ExecutionPlan;
 use datafusion::physical_plan::filter_pushdown::{
     ChildFilterPushdownResult, ChildPushdownResult, FilterPushdownPhase,
@@ -36,7 +37,6 @@ use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::sql::unparser::Unparser;
 use datafusion::sql::unparser::dialect::Dialect;
 use datafusion_federation::sql::{SQLExecutor, VirtualExecutionPlan};
@@ -74,7 +74,9 @@ pub(crate) fn gate_remote_scans(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn 
         };
         let mut filters = Vec::new();
         scan.apply_expressions(&mut |f| {
-            if f.expression_id().is_some_and(|id| join_filters.contains(&id)) {
+            if f.expression_id()
+                .is_some_and(|id| join_filters.contains(&id))
+            {
                 filters.push(Arc::clone(f));
             }
             Ok(TreeNodeRecursion::Continue)
@@ -202,7 +204,12 @@ async fn settle(filters: &[Arc<dyn PhysicalExpr>]) {
 
 /// `query` narrowed by `predicate`, its columns renamed by position (names a remote
 /// statement returns need not be unique).
-fn with_predicate(query: &str, schema: &SchemaRef, predicate: &str, dialect: &dyn Dialect) -> String {
+fn with_predicate(
+    query: &str,
+    schema: &SchemaRef,
+    predicate: &str,
+    dialect: &dyn Dialect,
+) -> String {
     let quote = |name: &str| match dialect.identifier_quote_style(name) {
         Some(q) => format!("{q}{name}{q}"),
         None => name.to_string(),
@@ -220,7 +227,10 @@ fn with_predicate(query: &str, schema: &SchemaRef, predicate: &str, dialect: &dy
 /// The SQL for what the filters currently say about the scan's rows, over
 /// `meshql_dyn.c<i>`. It may be weaker than the filters (parts that cannot be written
 /// as SQL are left out) but never stronger. None when nothing can be said.
-pub fn runtime_predicate(filters: &[Arc<dyn PhysicalExpr>], dialect: &dyn Dialect) -> Option<String> {
+pub fn runtime_predicate(
+    filters: &[Arc<dyn PhysicalExpr>],
+    dialect: &dyn Dialect,
+) -> Option<String> {
     let parts: Vec<Expr> = filters
         .iter()
         .filter_map(|f| snapshot_physical_expr(Arc::clone(f)).ok())
@@ -329,13 +339,12 @@ fn exact(e: &Arc<dyn PhysicalExpr>) -> Option<Expr> {
         )));
     }
     if let Some(c) = e.downcast_ref::<CastExpr>() {
-        return sendable(c.cast_type())
-            .then(|| {
-                Some(Expr::Cast(Cast::new(
-                    Box::new(exact(c.expr())?),
-                    c.cast_type().clone(),
-                )))
-            })?;
+        return sendable(c.cast_type()).then(|| {
+            Some(Expr::Cast(Cast::new(
+                Box::new(exact(c.expr())?),
+                c.cast_type().clone(),
+            )))
+        })?;
     }
     if let Some(n) = e.downcast_ref::<IsNullExpr>() {
         return Some(exact(n.arg())?.is_null());

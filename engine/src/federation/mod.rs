@@ -9,9 +9,12 @@
 
 pub mod capability;
 pub mod dynamic;
+pub mod metadata;
 pub mod planner;
 pub mod remote;
+pub mod stats;
 
 pub use capability::SqlDialect;
+pub use metadata::MetadataCache;
 pub use planner::MeshQueryPlanner;
 pub use remote::{RemoteSource, RemoteTable, conform};

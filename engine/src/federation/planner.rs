@@ -49,9 +49,11 @@ impl QueryPlanner for MeshQueryPlanner {
             logical_plan.clone()
         };
         let physical =
-            DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(FederatedPlanner::new())])
-                .create_physical_plan(&plan, session)
-                .await?;
+            DefaultPhysicalPlanner::with_extension_planners(vec![
+                Arc::new(FederatedPlanner::new()),
+            ])
+            .create_physical_plan(&plan, session)
+            .await?;
         super::dynamic::gate_remote_scans(physical)
     }
 }

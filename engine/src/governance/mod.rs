@@ -16,6 +16,7 @@ pub mod pattern;
 pub mod policies;
 pub mod settings;
 pub mod table;
+pub mod token;
 mod validate;
 pub mod view;
 

@@ -1,19 +1,21 @@
 //! Sign-in: Basic credentials (padded or not, as ADBC sends them unpadded) checked
 //! against `access.users`, exchanged for a signed, expiring bearer token that any
 //! replica holding the same secret can verify. No session state lives in the server.
+//!
+//! A user with a `delegation_secret` (a gateway) may run a statement for another user
+//! by sending that user's name signed with the secret (see
+//! [`meshql_engine::governance::token`]); the statement then runs as that user.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-use hmac::{Hmac, KeyInit, Mac};
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use meshql_engine::config::access::AccessConfig;
+use meshql_engine::governance::token::{self, DELEGATION_HEADER, now_secs};
 use sha2::{Digest, Sha256};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
-
-type HmacSha256 = Hmac<Sha256>;
 
 pub use meshql_engine::Identity;
 
@@ -22,6 +24,8 @@ struct User {
     /// SHA-256 of the password.
     digest: [u8; 32],
     groups: Vec<String>,
+    /// Set for gateways that may run statements for other users.
+    delegation_secret: Option<Vec<u8>>,
 }
 
 /// Checks credentials and tokens. `users == None` is open mode: everyone is let in.
@@ -59,6 +63,10 @@ impl Authenticator {
                         User {
                             digest,
                             groups: u.groups.clone(),
+                            delegation_secret: u
+                                .delegation_secret
+                                .as_ref()
+                                .map(|s| s.as_bytes().to_vec()),
                         },
                     )
                 })
@@ -92,8 +100,58 @@ impl Authenticator {
     }
 
     /// Every other call: a bearer token from the Handshake (Basic is accepted too, for
-    /// simple clients). Open mode lets calls without credentials in.
+    /// simple clients). Open mode lets calls without credentials in. A gateway's call
+    /// on behalf of a user runs as that user.
     pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
+        let caller = self.caller(metadata)?;
+        match metadata.get(DELEGATION_HEADER) {
+            None => Ok(caller),
+            Some(value) => {
+                let token = value.to_str().map_err(|_| {
+                    Status::unauthenticated(format!("the {DELEGATION_HEADER} header is not text"))
+                })?;
+                self.on_behalf_of(&caller, token)
+            }
+        }
+    }
+
+    /// The identity a gateway vouches for, if this node trusts the gateway to do so.
+    fn on_behalf_of(&self, gateway: &Identity, token: &str) -> Result<Identity, Status> {
+        let Some(users) = &self.users else {
+            return Err(Status::permission_denied(
+                "this node has no access rules, so it cannot run statements as another user; \
+                 remove `delegation_secret` from the gateway's source",
+            ));
+        };
+        let Some(secret) = users
+            .get(&gateway.user)
+            .and_then(|u| u.delegation_secret.as_ref())
+        else {
+            tracing::warn!(user = %gateway.user, "refused a statement on behalf of another user");
+            return Err(Status::permission_denied(format!(
+                "user `{}` may not run statements for other users (give it a \
+                 `delegation_secret` in this node's access.users)",
+                gateway.user
+            )));
+        };
+        let user = token::verify(secret, token).map_err(|why| {
+            tracing::warn!(gateway = %gateway.user, why, "rejected an on-behalf-of identity");
+            Status::unauthenticated(format!(
+                "the end user's identity from `{}` is {why}: check that the gateway's \
+                 `delegation_secret` matches this node's and that both clocks are right",
+                gateway.user
+            ))
+        })?;
+        // The node decides the user's groups: unknown users get none (deny by default).
+        let groups = users
+            .get(&user)
+            .map(|u| u.groups.clone())
+            .unwrap_or_default();
+        tracing::debug!(gateway = %gateway.user, %user, "statement on behalf of a user");
+        Ok(Identity { user, groups })
+    }
+
+    fn caller(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
         match authorization(metadata)? {
             Some(Credentials::Bearer(token)) => self.verify(&token),
             Some(Credentials::Basic { user, password }) => self.check_password(&user, &password),
@@ -126,19 +184,7 @@ impl Authenticator {
     }
 
     fn issue(&self, user: &str) -> String {
-        self.sign(user, now_secs() + self.ttl.as_secs())
-    }
-
-    /// `base64url(user \n expiry) . base64url(hmac)`.
-    fn sign(&self, user: &str, expiry: u64) -> String {
-        let payload = format!("{user}\n{expiry}");
-        let mut mac = self.mac();
-        mac.update(payload.as_bytes());
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(payload),
-            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-        )
+        token::sign(&self.secret, user, now_secs() + self.ttl.as_secs())
     }
 
     fn verify(&self, token: &str) -> Result<Identity, Status> {
@@ -150,32 +196,13 @@ impl Authenticator {
             // flightsql-dbapi sends `Bearer None` when it has no credentials.
             return Ok(anonymous());
         }
-        let (payload_b64, mac_b64) = token.split_once('.').ok_or_else(invalid)?;
-        let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| invalid())?;
-        let tag = URL_SAFE_NO_PAD.decode(mac_b64).map_err(|_| invalid())?;
-        let mut mac = self.mac();
-        mac.update(&payload);
-        mac.verify_slice(&tag).map_err(|_| invalid())?;
-        let payload = String::from_utf8(payload).map_err(|_| invalid())?;
-        let (user, expiry) = payload.split_once('\n').ok_or_else(invalid)?;
-        let expiry: u64 = expiry.parse().map_err(|_| invalid())?;
-        if expiry < now_secs() {
-            return Err(invalid());
-        }
+        let user = token::verify(&self.secret, token).map_err(|_| invalid())?;
         let groups = match &self.users {
             // A user removed from the mesh loses access even with a valid token.
-            Some(users) => users.get(user).ok_or_else(invalid)?.groups.clone(),
+            Some(users) => users.get(&user).ok_or_else(invalid)?.groups.clone(),
             None => Vec::new(),
         };
-        Ok(Identity {
-            user: user.to_string(),
-            groups,
-        })
-    }
-
-    fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length.
-        <HmacSha256 as KeyInit>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!())
+        Ok(Identity { user, groups })
     }
 }
 
@@ -242,16 +269,10 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use meshql_engine::config::access::UserConfig;
     use tonic::metadata::MetadataValue;
 
@@ -263,6 +284,16 @@ mod tests {
                 password: Some("s3cret!".into()),
                 password_sha256: None,
                 groups: vec!["analysts".into()],
+                delegation_secret: None,
+            },
+        );
+        users.insert(
+            "gateway".to_string(),
+            UserConfig {
+                password: Some("gw".into()),
+                password_sha256: None,
+                groups: vec!["gateways".into()],
+                delegation_secret: Some("trust-me".into()),
             },
         );
         Authenticator::new(
@@ -323,7 +354,74 @@ mod tests {
         let other = Authenticator::new(None, Some("other"), Duration::from_secs(60));
         assert!(auth().verify(&other.issue("alice")).is_err());
         let a = auth();
-        assert!(a.verify(&a.sign("alice", now_secs() + 30)).is_ok());
-        assert!(a.verify(&a.sign("alice", now_secs() - 1)).is_err());
+        assert!(
+            a.verify(&token::sign(b"k", "alice", now_secs() + 30))
+                .is_ok()
+        );
+        assert!(
+            a.verify(&token::sign(b"k", "alice", now_secs() - 1))
+                .is_err()
+        );
+    }
+
+    fn on_behalf(mut m: MetadataMap, token: String) -> MetadataMap {
+        m.insert(DELEGATION_HEADER, MetadataValue::try_from(token).unwrap());
+        m
+    }
+
+    #[test]
+    fn only_trusted_gateways_act_for_users() {
+        let a = auth();
+        let expiry = now_secs() + 60;
+        // The gateway, with the right secret: runs as alice, with the node's groups for her.
+        let m = on_behalf(
+            basic("gateway:gw", true),
+            token::sign(b"trust-me", "alice", expiry),
+        );
+        let id = a.authenticate(&m).unwrap();
+        assert_eq!(
+            (id.user.as_str(), id.groups),
+            ("alice", vec!["analysts".to_string()])
+        );
+        // A user the node does not know gets no groups.
+        let m = on_behalf(
+            basic("gateway:gw", true),
+            token::sign(b"trust-me", "mallory", expiry),
+        );
+        assert!(a.authenticate(&m).unwrap().groups.is_empty());
+        // Wrong secret, expired, or a caller that is not a trusted gateway.
+        let m = on_behalf(
+            basic("gateway:gw", true),
+            token::sign(b"guess", "alice", expiry),
+        );
+        assert_eq!(
+            a.authenticate(&m).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        let m = on_behalf(
+            basic("gateway:gw", true),
+            token::sign(b"trust-me", "alice", 1),
+        );
+        assert_eq!(
+            a.authenticate(&m).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        let m = on_behalf(
+            basic("alice:s3cret!", true),
+            token::sign(b"trust-me", "gateway", expiry),
+        );
+        assert_eq!(
+            a.authenticate(&m).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        // The header is checked only after the caller signed in.
+        let m = on_behalf(
+            MetadataMap::new(),
+            token::sign(b"trust-me", "alice", expiry),
+        );
+        assert_eq!(
+            a.authenticate(&m).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
     }
 }

@@ -19,6 +19,8 @@ use super::slt::TEST_PASSWORD;
 
 /// Password of the node's users (`gateway`, `geo_admin`).
 pub const NODE_PASSWORD: &str = "node test:pw";
+/// What the gateway signs its users' names with, and the node trusts.
+pub const DELEGATION_SECRET: &str = "delegation test secret";
 
 pub struct Federation {
     pub pg: PgCluster,
@@ -47,6 +49,8 @@ impl Federation {
         load(&pg, "customer", Table::Customer, dir.path());
         load(&pg, "orders", Table::Orders, dir.path());
         pg.psql("crm", TYPE_ZOO);
+        // Row counts for the planner (pg_class.reltuples), as autovacuum would make them.
+        pg.psql("crm", "ANALYZE");
 
         for (name, table) in [
             ("customer", Table::Customer),
@@ -84,10 +88,16 @@ impl Federation {
 
     /// (Re)start the geo node on a fresh port.
     pub fn start_node(&mut self) {
-        let env = vec![(
-            "MESHQL_TEST_NODE_PASSWORD".to_string(),
-            NODE_PASSWORD.to_string(),
-        )];
+        let env = vec![
+            (
+                "MESHQL_TEST_NODE_PASSWORD".to_string(),
+                NODE_PASSWORD.to_string(),
+            ),
+            (
+                "MESHQL_TEST_DELEGATION_SECRET".to_string(),
+                DELEGATION_SECRET.to_string(),
+            ),
+        ];
         self.node = Some(Server::start(&self.root.join("node/mesh.yaml"), &env, &[]));
     }
 
@@ -105,6 +115,10 @@ impl Federation {
             ("MESHQL_TEST_PG_PASSWORD".into(), PG_PASSWORD.into()),
             ("MESHQL_TEST_NODE_URL".into(), self.node_url()),
             ("MESHQL_TEST_NODE_PASSWORD".into(), NODE_PASSWORD.into()),
+            (
+                "MESHQL_TEST_DELEGATION_SECRET".into(),
+                DELEGATION_SECRET.into(),
+            ),
             ("MESHQL_TEST_PASSWORD".into(), TEST_PASSWORD.into()),
         ]
     }
