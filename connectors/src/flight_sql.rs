@@ -473,6 +473,10 @@ struct FlightSource {
 
 #[async_trait]
 impl Source for FlightSource {
+    fn refresh(&self) {
+        self.inner.metadata.invalidate();
+    }
+
     fn location(&self) -> String {
         self.inner.address.clone()
     }

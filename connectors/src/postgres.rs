@@ -634,6 +634,10 @@ impl RemoteSource for PgRemote {
 
 #[async_trait]
 impl Source for PgSource {
+    fn refresh(&self) {
+        self.inner.metadata.invalidate();
+    }
+
     fn location(&self) -> String {
         format!("postgres://{}", self.inner.address)
     }

@@ -127,6 +127,9 @@ pub trait Source: Debug + Send + Sync {
     fn location(&self) -> String;
 
     /// Validate a port's connector-specific keys without I/O.
+    /// Forget cached metadata (schemas, row counts): `CALL mesh.refresh()`.
+    fn refresh(&self) {}
+
     fn describe_port(&self, options: &Mapping) -> Result<PortLocation, ConnectorError>;
 
     /// Open a port: resolve its data and schema. Errors name what is missing and how to fix it.

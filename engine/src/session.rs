@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::dataframe::DataFrame;
@@ -26,6 +26,7 @@ use crate::governance::audit::AuditRecord;
 use crate::governance::catalog::Denials;
 use crate::governance::expr::normalize_identity_calls;
 use crate::governance::{Governance, Identity, settings};
+use crate::mesh::refresh::{Refreshed, refresh_call};
 
 /// How the audit log words a statement that named ports its user may not read.
 pub const NOT_GRANTED: &str = "not granted:";
@@ -114,6 +115,9 @@ impl MeshSession {
         if let Some(reason) = self.governance.audit().problem() {
             return Err(Error::Audit(reason.to_string()));
         }
+        if let Some(call) = refresh_call(sql) {
+            return self.refresh(call.map_err(Error::Setup)?).await;
+        }
         let sql = normalize_identity_calls(sql);
         let state = self.ctx.state();
         let plan = state.create_logical_plan(&sql).await?;
@@ -123,6 +127,35 @@ impl MeshSession {
             .verify_plan(&plan)?;
         settings::check(&plan).map_err(Error::Denied)?;
         Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+}
+
+impl MeshSession {
+    /// `CALL mesh.refresh(...)`: admins only once access rules exist.
+    async fn refresh(&self, only: Option<String>) -> Result<DataFrame> {
+        if let Some(policies) = self.governance.policies()
+            && !policies.is_admin(&self.identity)
+        {
+            return Err(Error::Denied(
+                "only admins may refresh the mesh's metadata".to_string(),
+            ));
+        }
+        let done = self
+            .governance
+            .registry()
+            .refresh(only.as_deref())
+            .await
+            .map_err(Error::Setup)?;
+        let column = |f: fn(&Refreshed) -> &str| {
+            Arc::new(StringArray::from_iter_values(done.iter().map(f))) as ArrayRef
+        };
+        let batch = RecordBatch::try_from_iter([
+            ("port", column(|r| &r.port)),
+            ("source", column(|r| &r.source)),
+            ("status", column(|r| &r.status)),
+        ])
+        .map_err(DataFusionError::from)?;
+        Ok(self.ctx.read_batch(batch)?)
     }
 }
 

@@ -385,6 +385,52 @@ async fn policies_hold_on_federated_paths() {
     assert_eq!(comments, [["(internal)".to_string()]]);
 }
 
+/// A remote table that changed is seen after `CALL mesh.refresh('source')`, which only
+/// admins may run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_picks_up_a_changed_remote_table() {
+    let (engine, _) = engines().await;
+    let sql = "SELECT * FROM customer.profile.evolving ORDER BY id";
+    let before = run(&engine, &root(), sql).await.expect("before");
+    assert_eq!(before, [["1"], ["2"]]);
+    federation().pg.psql(
+        "crm",
+        "ALTER TABLE evolving ADD COLUMN IF NOT EXISTS note text DEFAULT 'new'",
+    );
+    // The port keeps the schema it was opened with until it is refreshed.
+    assert_eq!(run(&engine, &root(), sql).await.expect("still"), before);
+
+    let denied = run(&engine, &analyst(), "CALL mesh.refresh('crm')")
+        .await
+        .expect_err("analysts may not refresh");
+    assert!(denied.contains("only admins"), "{denied}");
+    let unknown = run(&engine, &root(), "CALL mesh.refresh('nope')")
+        .await
+        .expect_err("no such source");
+    assert!(
+        unknown.contains("no source `nope`") && unknown.contains("crm"),
+        "{unknown}"
+    );
+
+    let refreshed = run(&engine, &root(), "CALL mesh.refresh('crm')")
+        .await
+        .expect("refresh");
+    assert!(
+        refreshed.contains(&vec![
+            "customer.profile.evolving".to_string(),
+            "crm".to_string(),
+            "ready".to_string()
+        ]),
+        "{refreshed:?}"
+    );
+    // Only crm's ports.
+    assert!(refreshed.iter().all(|r| r[1] == "crm"), "{refreshed:?}");
+    assert_eq!(
+        run(&engine, &root(), sql).await.expect("after"),
+        [["1", "new"], ["2", "new"]]
+    );
+}
+
 /// Rows of `sql` run on the geo node directly, signed in as `user`.
 async fn on_node(user: &str, sql: &str) -> Result<Vec<Vec<String>>, String> {
     let channel = tonic::transport::Channel::from_shared(

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod derived;
 pub mod meta;
 pub mod port;
+pub mod refresh;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,9 +20,7 @@ use crate::config::model::PortConfig;
 use crate::connector::{ConnectorRegistry, PortLocation, Source, SourceContext};
 use crate::problem::Problem;
 use catalog::{DomainCatalog, ProductSchema};
-use port::{
-    OPEN_TIMEOUT, Opener, PortEntry, PortInfo, PortKind, PortState, Reopen, open_port, timed_out,
-};
+use port::{Opener, PortEntry, PortInfo, PortKind, PortState, Reopen};
 
 /// Ports opened at the same time while a mesh loads.
 const OPEN_CONCURRENCY: usize = 8;
@@ -63,6 +62,8 @@ pub struct MeshRegistry {
     /// Problems found while loading that are not a port's own state: included files,
     /// domains, products and sources that could not be used, undocumented columns.
     pub problems: Vec<Problem>,
+    /// What ports are (re)opened with.
+    pub opener: Opener,
 }
 
 impl MeshRegistry {
@@ -137,19 +138,8 @@ pub async fn register_mesh(
             |(entry, reopen): (Arc<PortEntry>, Reopen)| {
                 let state = &opening_state;
                 async move {
-                    let opened = match tokio::time::timeout(
-                        OPEN_TIMEOUT,
-                        open_port(&entry.info, &reopen, state),
-                    )
-                    .await
-                    {
-                        Ok(result) => result,
-                        Err(_) => Err(timed_out(&entry.info)),
-                    };
-                    entry.set_state(match opened {
-                        Ok(table) => PortState::Ready(table),
-                        Err(problem) => PortState::broken(problem),
-                    });
+                    // A port that fails keeps its problem as its state.
+                    let _ = entry.open_now(&reopen, state).await;
                 }
             },
         )
@@ -172,6 +162,7 @@ pub async fn register_mesh(
         domains,
         sources,
         problems,
+        opener,
     });
     ctx.register_catalog(
         meta::META_CATALOG,

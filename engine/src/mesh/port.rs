@@ -156,24 +156,40 @@ impl PortEntry {
             }
             PortState::Broken { .. } => {}
         }
-        let state = opener.state();
-        let opened =
-            match tokio::time::timeout(OPEN_TIMEOUT, open_port(&self.info, reopen, &state)).await {
-                Ok(opened) => opened,
-                Err(_) => Err(timed_out(&self.info)),
-            };
-        match opened {
+        match self.open_now(reopen, &opener.state()).await {
             Ok(table) => {
-                self.set_state(PortState::Ready(Arc::clone(&table)));
                 tracing::info!(port = %self.info.name, "output port is available again");
                 Ok(table)
             }
-            Err(problem) => {
-                let err = unavailable(&self.info, &problem);
-                self.set_state(PortState::broken(problem));
-                Err(err)
-            }
+            Err(problem) => Err(unavailable(&self.info, &problem)),
         }
+    }
+
+    /// Open the port through its source now (within [`OPEN_TIMEOUT`]) and keep the
+    /// result as its state.
+    pub(crate) async fn open_now(
+        &self,
+        reopen: &Reopen,
+        state: &SessionState,
+    ) -> Result<Arc<dyn TableProvider>, Problem> {
+        let opened =
+            match tokio::time::timeout(OPEN_TIMEOUT, open_port(&self.info, reopen, state)).await {
+                Ok(opened) => opened,
+                Err(_) => Err(timed_out(&self.info)),
+            };
+        self.set_state(match &opened {
+            Ok(table) => PortState::Ready(Arc::clone(table)),
+            Err(problem) => PortState::broken(problem.clone()),
+        });
+        opened
+    }
+
+    /// Open a source port again, so what its source says now (schema, files, row
+    /// counts) is used. None for derived ports.
+    pub async fn refresh(&self, opener: &Opener) -> Option<Result<(), Problem>> {
+        let reopen = self.reopen.as_ref()?;
+        let _one_at_a_time = self.reopening.lock().await;
+        Some(self.open_now(reopen, &opener.state()).await.map(|_| ()))
     }
 }
 

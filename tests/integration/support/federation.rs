@@ -192,7 +192,9 @@ INSERT INTO type_zoo VALUES
   (1, 12345.678, '2024-03-01 12:00:00+02', '2024-03-01 12:00:00', ARRAY['a','b'],
    '{\"k\": 1}', true, 0.5, 7),
   (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
-CREATE TABLE odd_types (id integer, span daterange);";
+CREATE TABLE odd_types (id integer, span daterange);
+CREATE TABLE evolving (id integer);
+INSERT INTO evolving VALUES (1), (2);";
 
 /// Generate `table` as CSV and `\copy` it into crm.
 fn load(pg: &PgCluster, name: &str, table: Table, scratch: &Path) {
