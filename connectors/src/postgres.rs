@@ -398,7 +398,7 @@ impl Drop for CancelOnDrop {
 
 /// `sql` with its columns renamed by position and cast to the PostgreSQL type of what
 /// the plan expects (PostgreSQL's `sum(bigint)` is numeric, DataFusion's is Int64; a
-/// decimal division is rounded to the planned scale).
+/// decimal result is cut to the planned scale as DataFusion cuts it).
 fn typed_sql(sql: &str, expected: &Schema) -> String {
     if expected.fields().is_empty() {
         return format!("SELECT 1 FROM ({sql}) AS meshql_q");
@@ -410,10 +410,17 @@ fn typed_sql(sql: &str, expected: &Schema) -> String {
         .fields()
         .iter()
         .zip(&names)
-        .map(|(field, name)| match pg_type(field.data_type()) {
-            Some(t) => format!("CAST(meshql_q.{name} AS {t}) AS {name}"),
-            None => format!("meshql_q.{name}"),
-        })
+        .map(
+            |(field, name)| match (field.data_type(), pg_type(field.data_type())) {
+                // DataFusion truncates decimal results to their scale (avg, division);
+                // PostgreSQL's cast would round.
+                (DataType::Decimal128(_, scale), Some(t)) => format!(
+                    "CAST(trunc(CAST(meshql_q.{name} AS numeric), {scale}) AS {t}) AS {name}"
+                ),
+                (_, Some(t)) => format!("CAST(meshql_q.{name} AS {t}) AS {name}"),
+                (_, None) => format!("meshql_q.{name}"),
+            },
+        )
         .collect();
     format!(
         "SELECT {} FROM ({sql}) AS meshql_q({})",

@@ -33,6 +33,8 @@ pub struct EngineOptions {
     /// Send remote sources single-table statements only: joins, aggregates and sorts
     /// over their tables run here. For comparisons, and an escape hatch.
     pub no_subplan_pushdown: bool,
+    /// Joins do not pass their build-side keys to the probe side's scan. For comparisons.
+    pub no_dynamic_filters: bool,
 }
 
 pub struct MeshEngine {
@@ -92,8 +94,15 @@ impl MeshEngine {
                 Arc::new(RuntimeEnv::default())
             }
         };
+        let mut config = Self::session_config();
+        if options.no_dynamic_filters {
+            config
+                .options_mut()
+                .optimizer
+                .enable_join_dynamic_filter_pushdown = false;
+        }
         let state = SessionStateBuilder::new()
-            .with_config(Self::session_config())
+            .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(Arc::new(MeshQueryPlanner {
@@ -159,10 +168,19 @@ impl MeshEngine {
     /// Session defaults: information_schema on; unqualified names resolve in `mesh.meta`;
     /// no `datafusion.public` catalog beside the domains.
     pub fn session_config() -> SessionConfig {
-        SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
-            .with_default_catalog_and_schema(META_CATALOG, META_SCHEMA)
+            .with_default_catalog_and_schema(META_CATALOG, META_SCHEMA);
+        // A join's build-side keys reach the probe side as an IN list up to this many
+        // (beyond it only their range). DataFusion's 150 suits lake scans; for a remote
+        // probe side an exact list saves network transfer, and a few thousand keys are
+        // a short statement.
+        config
+            .options_mut()
+            .optimizer
+            .hash_join_inlist_pushdown_max_distinct_values = 4096;
+        config
     }
 
     /// The platform's context: every port, no policy. Not for users' statements.

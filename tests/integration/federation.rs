@@ -76,6 +76,21 @@ async fn pushdown_sends_each_kind_as_sql() {
     let crm = only(&s, "crm");
     assert!(crm.contains("GROUP BY") && crm.contains("sum("), "{crm}");
 
+    // An aggregate over a shared subexpression (TPC-H Q1's shape: DataFusion computes
+    // it once in a projection below the aggregate) is still one statement.
+    let s = remote_sql(
+        e,
+        &who,
+        "SELECT o_orderstatus, sum(o_totalprice * (1 - o_shippriority)) AS a, \
+         sum(o_totalprice * (1 - o_shippriority) * 2) AS b FROM sales.orders.orders GROUP BY o_orderstatus",
+    )
+    .await;
+    let crm = only(&s, "crm");
+    assert!(
+        crm.contains("GROUP BY") && crm.matches("sum(").count() == 2,
+        "{crm}"
+    );
+
     // Sort with limit.
     let s = remote_sql(
         e,
@@ -230,6 +245,7 @@ async fn differential_against_local_copies() {
         "SELECT c_custkey FROM {customer} LEFT JOIN {orders} ON c_custkey = o_custkey WHERE o_orderkey IS NULL ORDER BY 1 LIMIT 20",
         "SELECT n_name, count(*) FROM {customer} JOIN {nation} ON c_nationkey = n_nationkey JOIN {region} ON n_regionkey = r_regionkey WHERE r_name = 'ASIA' GROUP BY n_name ORDER BY 1",
         "SELECT o_orderstatus, count(DISTINCT o_custkey) FROM {orders} GROUP BY o_orderstatus ORDER BY 1",
+        "SELECT o_orderstatus, sum(o_totalprice * (1 - o_shippriority)) AS a, avg(o_totalprice * (1 - o_shippriority) * 2) AS b, count(*) FROM {orders} WHERE o_orderdate <= DATE '1998-09-02' GROUP BY o_orderstatus ORDER BY o_orderstatus",
         "SELECT c_custkey FROM {customer} WHERE c_custkey IN (SELECT o_custkey FROM {orders} WHERE o_totalprice > 400000) ORDER BY 1",
         "SELECT extract(year FROM o_orderdate) AS y, count(*) FROM {orders} GROUP BY y ORDER BY y",
         "SELECT r_name, n_name FROM {nation} JOIN {region} ON n_regionkey = r_regionkey ORDER BY 1, 2",

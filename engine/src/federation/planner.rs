@@ -17,7 +17,7 @@ use datafusion::datasource::source_as_provider;
 use datafusion::error::Result;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::{
-    Expr, Extension, LogicalPlan, Projection, SubqueryAlias, TableScan, TableSource,
+    Aggregate, Expr, Extension, LogicalPlan, Projection, SubqueryAlias, TableScan, TableSource,
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
@@ -60,7 +60,8 @@ impl QueryPlanner for MeshQueryPlanner {
 
 /// Replace each maximal single-source subtree by a remote statement.
 pub fn federate(plan: LogicalPlan) -> Result<LogicalPlan> {
-    if let Some(candidate) = with_select_list(drop_inner_projections(plan.clone(), false)?)?
+    let flattened = inline_projections(drop_inner_projections(plan.clone(), false)?)?;
+    if let Some(candidate) = with_select_list(flattened)?
         && !stacked_select(&candidate, false)
         && let Some(source) = single_source(&candidate)
     {
@@ -107,6 +108,72 @@ fn drop_inner_projections(plan: LogicalPlan, inside_select: bool) -> Result<Logi
             .map_children(|c| drop_inner_projections(c, inside_select).map(Transformed::yes))
             .map(|t| t.data),
     }
+}
+
+/// A projection that computes columns for the aggregate or projection right above it
+/// (DataFusion's common subexpression elimination makes these, e.g. TPC-H Q1's
+/// `l_extendedprice * (1 - l_discount)`) is written into that node instead, so the
+/// whole `SELECT ... GROUP BY` can be one statement. Output names are kept with
+/// aliases. Skipped when a grouping key would change or an expression is volatile
+/// (inlining may evaluate it more than once).
+fn inline_projections(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up(|node| {
+        let inner = match &node {
+            LogicalPlan::Aggregate(a) => a.input.as_ref(),
+            LogicalPlan::Projection(p) => p.input.as_ref(),
+            _ => return Ok(Transformed::no(node)),
+        };
+        let LogicalPlan::Projection(inner) = inner else {
+            return Ok(Transformed::no(node));
+        };
+        if inner.expr.iter().any(Expr::is_volatile) {
+            return Ok(Transformed::no(node));
+        }
+        let inner = inner.clone();
+        let substitute = |e: &Expr| -> Result<Expr> {
+            let name = e.schema_name().to_string();
+            let replaced = e
+                .clone()
+                .transform(|e| match e {
+                    Expr::Column(c) => match inner.schema.index_of_column(&c) {
+                        Ok(i) => Ok(Transformed::yes(inner.expr[i].clone().unalias())),
+                        Err(_) => Ok(Transformed::no(Expr::Column(c))),
+                    },
+                    other => Ok(Transformed::no(other)),
+                })?
+                .data;
+            replaced.alias_if_changed(name)
+        };
+        let input = Arc::clone(&inner.input);
+        match node {
+            LogicalPlan::Aggregate(a) => {
+                let group = a
+                    .group_expr
+                    .iter()
+                    .map(substitute)
+                    .collect::<Result<Vec<_>>>()?;
+                if group != a.group_expr {
+                    return Ok(Transformed::no(LogicalPlan::Aggregate(a)));
+                }
+                let aggr = a
+                    .aggr_expr
+                    .iter()
+                    .map(substitute)
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Transformed::yes(LogicalPlan::Aggregate(
+                    Aggregate::try_new(input, group, aggr)?,
+                )))
+            }
+            LogicalPlan::Projection(p) => {
+                let exprs = p.expr.iter().map(substitute).collect::<Result<Vec<_>>>()?;
+                Ok(Transformed::yes(LogicalPlan::Projection(
+                    Projection::try_new(exprs, input)?,
+                )))
+            }
+            other => Ok(Transformed::no(other)),
+        }
+    })
+    .map(|t| t.data)
 }
 
 /// The plan under a projection of its own columns, so the statement's columns come in

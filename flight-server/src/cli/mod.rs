@@ -76,6 +76,10 @@ pub struct MeshArgs {
     /// aggregates and sorts over their tables then run here). For comparisons.
     #[arg(long, env = "MESHQL_NO_SUBPLAN_PUSHDOWN")]
     no_subplan_pushdown: bool,
+    /// Do not pass a join's build-side keys to the other side's scan (remote statements
+    /// and lake scans then read every row their own filters allow). For comparisons.
+    #[arg(long, env = "MESHQL_NO_DYNAMIC_FILTERS")]
+    no_dynamic_filters: bool,
 }
 
 /// `123`, `64KB`, `512MiB`, `4GB`, `1.5GiB` (binary multiples either way).
@@ -120,6 +124,7 @@ impl MeshArgs {
         let options = meshql_engine::EngineOptions {
             memory_limit: self.memory_limit,
             no_subplan_pushdown: self.no_subplan_pushdown,
+            no_dynamic_filters: self.no_dynamic_filters,
         };
         MeshEngine::open_with(&path, &meshql_connectors::default_connectors(), &options).await
     }

@@ -80,6 +80,7 @@ pub async fn run(args: &ReplArgs) -> ExitCode {
                 data_dir: args.data_dir.clone(),
                 memory_limit: None,
                 no_subplan_pushdown: false,
+                no_dynamic_filters: false,
             };
             match mesh.open().await {
                 Ok(engine) => {

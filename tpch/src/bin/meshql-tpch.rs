@@ -1,0 +1,109 @@
+//! `meshql-tpch generate`: TPC-H tables as Parquet, CSV or Delta, for benchmarks and
+//! for loading into other systems (PostgreSQL's `\copy` reads the CSV).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use deltalake::protocol::SaveMode;
+use meshql_tpch::generate::{Table, batches};
+use meshql_tpch::write;
+
+#[derive(Parser)]
+#[command(name = "meshql-tpch", about = "TPC-H data for meshql benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write TPC-H tables to OUT: `<table>.parquet`, `<table>.csv` (with a header line)
+    /// or a Delta table directory `<table>/`.
+    Generate {
+        /// Scale factor (1 = about 1 GB of raw data, 6M lineitem rows).
+        #[arg(long, default_value_t = 1.0)]
+        sf: f64,
+        #[arg(long, value_enum, default_value_t = Format::Parquet)]
+        format: Format,
+        #[arg(long)]
+        out: PathBuf,
+        /// Tables to write [default: all eight].
+        tables: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Parquet,
+    Csv,
+    Delta,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Command::Generate {
+        sf,
+        format,
+        out,
+        tables,
+    } = Cli::parse().command;
+    let chosen: Result<Vec<Table>, String> = if tables.is_empty() {
+        Ok(Table::ALL.to_vec())
+    } else {
+        tables
+            .iter()
+            .map(|name| {
+                Table::ALL
+                    .into_iter()
+                    .find(|t| t.name() == name.as_str())
+                    .ok_or_else(|| {
+                        let all: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+                        format!("unknown table `{name}` (tables: {})", all.join(", "))
+                    })
+            })
+            .collect()
+    };
+    let chosen = match chosen {
+        Ok(chosen) => chosen,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for table in chosen {
+        let name = table.name();
+        let result = match format {
+            Format::Parquet => {
+                write::parquet(&out.join(format!("{name}.parquet")), batches(table, sf))
+            }
+            Format::Csv => write::csv(&out.join(format!("{name}.csv")), batches(table, sf)),
+            Format::Delta => {
+                let dir = out.join(name);
+                match std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("{}: {e}", dir.display()))
+                    .and_then(|_| std::path::absolute(&dir).map_err(|e| e.to_string()))
+                    .and_then(|abs| {
+                        url::Url::from_directory_path(&abs)
+                            .map_err(|_| format!("{} is not a directory path", abs.display()))
+                    }) {
+                    Ok(url) => {
+                        write::delta(url, batches(table, sf).collect(), &[], SaveMode::Overwrite)
+                            .await
+                            .map(|_| ())
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
+            eprintln!("error: {name}: {e}");
+            return ExitCode::FAILURE;
+        }
+        eprintln!("{name}: written");
+    }
+    ExitCode::SUCCESS
+}
