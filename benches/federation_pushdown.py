@@ -167,11 +167,11 @@ def serve(binary: pathlib.Path, mesh: pathlib.Path, flags: list):
     raise SystemExit(f"meshql serve exited: {proc.wait()}")
 
 
-UNITS = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9}
+UNITS = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
 
 
 def metric(line: str, name: str) -> float:
-    m = re.search(rf"\b{name}=([0-9.]+)\s?([KMB]?)\b", line)
+    m = re.search(rf"\b{name}=([0-9.]+)\s?([KMBT]?)\b", line)
     return float(m.group(1)) * UNITS[m.group(2)] if m else 0.0
 
 

@@ -27,7 +27,7 @@ use meshql_engine::Identity;
 use meshql_engine::config::decode;
 use meshql_engine::config::decode::number_or_string;
 use meshql_engine::federation::{MetadataCache, RemoteSource, RemoteTable, SqlDialect, conform};
-use meshql_engine::governance::token::{self, DELEGATION_HEADER, DELEGATION_TTL};
+use meshql_engine::governance::token::{self, DELEGATION_HEADER, DELEGATION_TTL, Purpose};
 use meshql_engine::{Connector, ConnectorError, PortLocation, Source, SourceContext};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
@@ -279,7 +279,8 @@ impl FlightInner {
             let mut client = self.client(fresh).await.map_err(|e| self.error(e))?;
             if let (Some(secret), Some(user)) = (&self.delegation_secret, on_behalf_of) {
                 let expiry = token::now_secs() + DELEGATION_TTL.as_secs();
-                client.set_header(DELEGATION_HEADER, token::sign(secret, user, expiry));
+                let signed = token::sign(secret, Purpose::Delegation, user, expiry);
+                client.set_header(DELEGATION_HEADER, signed);
             }
             let result =
                 tokio::time::timeout(self.query_timeout, client.execute(sql.to_string(), None))

@@ -582,7 +582,8 @@ impl PgInner {
     async fn fetch_row_count(&self, table: &TableReference) -> Option<u64> {
         let conn = self.connection().await.ok()?;
         let client: &tokio_postgres::Client = &conn.conn;
-        let name = table.to_string();
+        // Quoted as the table is named (mixed case survives to_regclass).
+        let name = table.to_quoted_string();
         let sql = "SELECT reltuples::float8 FROM pg_class WHERE oid = to_regclass($1)";
         let row = tokio::time::timeout(self.query_timeout, client.query_opt(sql, &[&name]))
             .await
@@ -592,8 +593,9 @@ impl PgInner {
             )
             .ok()??;
         let rows: f64 = row.get(0);
-        // -1: never vacuumed or analyzed.
-        (rows >= 0.0).then_some(rows as u64)
+        // -1 (0 before PostgreSQL 14): never vacuumed or analyzed, so unknown; a table
+        // that is really empty costs nothing either way.
+        (rows > 0.0).then_some(rows as u64)
     }
 
     async fn fetch_schema(&self, table: TableReference) -> Result<SchemaRef, String> {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::dataframe::DataFrame;
@@ -26,7 +26,7 @@ use crate::governance::audit::AuditRecord;
 use crate::governance::catalog::Denials;
 use crate::governance::expr::normalize_identity_calls;
 use crate::governance::{Governance, Identity, settings};
-use crate::mesh::refresh::{Refreshed, refresh_call};
+use crate::mesh::refresh::{refresh_call, refresh_table};
 
 /// How the audit log words a statement that named ports its user may not read.
 pub const NOT_GRANTED: &str = "not granted:";
@@ -140,22 +140,14 @@ impl MeshSession {
                 "only admins may refresh the mesh's metadata".to_string(),
             ));
         }
-        let done = self
-            .governance
-            .registry()
-            .refresh(only.as_deref())
-            .await
-            .map_err(Error::Setup)?;
-        let column = |f: fn(&Refreshed) -> &str| {
-            Arc::new(StringArray::from_iter_values(done.iter().map(f))) as ArrayRef
-        };
-        let batch = RecordBatch::try_from_iter([
-            ("port", column(|r| &r.port)),
-            ("source", column(|r| &r.source)),
-            ("status", column(|r| &r.status)),
-        ])
-        .map_err(DataFusionError::from)?;
-        Ok(self.ctx.read_batch(batch)?)
+        if let Some(name) = &only {
+            self.governance
+                .registry()
+                .check_source(name)
+                .map_err(Error::Setup)?;
+        }
+        let table = refresh_table(self.governance.shared_registry(), only)?;
+        Ok(self.ctx.read_table(Arc::new(table))?)
     }
 }
 

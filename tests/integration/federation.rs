@@ -208,7 +208,12 @@ async fn join_keys_reach_the_remote_statement() {
             l.contains("meshql_dyn") && (l.contains("IN (7, 10)") || l.contains("IN (10, 7)"))
         })
         .unwrap_or_else(|| panic!("no statement with the join keys in:\n{log}"));
-    assert!(sent.contains("o_custkey"), "{sent}");
+    // The keys are on the column of o_custkey: the first of the statement's columns.
+    assert!(
+        sent.contains(r#"AS "meshql_dyn"("c0", "c1") WHERE"#)
+            && sent.contains(r#"SELECT "o"."o_custkey", "o"."o_totalprice""#),
+        "{sent}"
+    );
 
     // Only the two customers' orders were read.
     let orders: usize = expected
@@ -482,17 +487,24 @@ async fn on_node(user: &str, sql: &str) -> Result<Vec<Vec<String>>, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_sees_the_end_user_through_a_delegating_gateway() {
     let (engine, _) = engines().await;
-    let sql = "SELECT n_nationkey, n_name, n_regionkey, n_comment FROM {nation} ORDER BY 1";
+    // Each statement is marked, to find it in the node's audit log.
+    let sql = "SELECT n_nationkey, n_name, n_regionkey, n_comment FROM {nation} \
+               WHERE n_name <> {marker} ORDER BY 1";
     let through = run(
         &engine,
         &analyst(),
-        &sql.replace("{nation}", "geo.delegated.nation"),
+        &sql.replace("{nation}", "geo.delegated.nation")
+            .replace("{marker}", "'ana via the gateway'"),
     )
     .await
     .expect("ana through the gateway");
-    let direct = on_node("ana", &sql.replace("{nation}", "geo.reference.nation"))
-        .await
-        .expect("ana on the node");
+    let direct = on_node(
+        "ana",
+        &sql.replace("{nation}", "geo.reference.nation")
+            .replace("{marker}", "'ana directly'"),
+    )
+    .await
+    .expect("ana on the node");
     assert_eq!(through, direct);
     // The node's own rule for ana (region 3) and its mask, not the gateway's view.
     assert_eq!(through.len(), 5, "{through:?}");
@@ -504,7 +516,8 @@ async fn the_node_sees_the_end_user_through_a_delegating_gateway() {
     let as_gateway = run(
         &engine,
         &analyst(),
-        &sql.replace("{nation}", "geo.reference.nation"),
+        &sql.replace("{nation}", "geo.reference.nation")
+            .replace("{marker}", "'as the gateway'"),
     )
     .await
     .expect("as the gateway");
@@ -515,7 +528,7 @@ async fn the_node_sees_the_end_user_through_a_delegating_gateway() {
     let err = run(
         &engine,
         &root(),
-        "SELECT count(*) FROM geo.delegated.nation",
+        "SELECT count(*) FROM geo.delegated.nation WHERE n_name <> 'root via the gateway'",
     )
     .await
     .expect_err("root is unknown to the node");
@@ -526,8 +539,16 @@ async fn the_node_sees_the_end_user_through_a_delegating_gateway() {
     // The node audited the statements under the end users' names.
     let audit = std::fs::read_to_string(federation().root.join("node/node-audit.jsonl"))
         .expect("node audit log");
-    assert!(audit.contains("\"user\":\"ana\""), "{audit}");
-    assert!(audit.contains("\"user\":\"root\""), "{audit}");
+    let user_of = |marker: &str| {
+        let line = audit
+            .lines()
+            .find(|l| l.contains(marker))
+            .unwrap_or_else(|| panic!("no audited statement with {marker} in {audit}"));
+        serde_json::from_str::<serde_json::Value>(line).expect("audit record")["user"].clone()
+    };
+    assert_eq!(user_of("ana via the gateway"), "ana");
+    assert_eq!(user_of("root via the gateway"), "root");
+    assert_eq!(user_of("as the gateway"), "gateway");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

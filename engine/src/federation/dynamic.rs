@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue, Statistics};
 use datafusion::config::ConfigOptions;
@@ -39,7 +39,9 @@ use datafusion::physical_plan::metrics::{
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::unparser::Unparser;
 use datafusion::sql::unparser::dialect::Dialect;
-use datafusion_federation::sql::{SQLExecutor, VirtualExecutionPlan};
+use datafusion_federation::sql::{
+    AstAnalyzer, LogicalOptimizer, SQLExecutor, VirtualExecutionPlan,
+};
 use futures::TryStreamExt;
 
 /// How long a remote scan waits for the other side of its join. The build side
@@ -138,6 +140,14 @@ impl SQLExecutor for RemoteScanGate {
         self.inner.dialect()
     }
 
+    fn logical_optimizer(&self) -> Option<LogicalOptimizer> {
+        self.inner.logical_optimizer()
+    }
+
+    fn ast_analyzer(&self) -> Option<AstAnalyzer> {
+        self.inner.ast_analyzer()
+    }
+
     fn execute(
         &self,
         query: &str,
@@ -157,7 +167,7 @@ impl SQLExecutor for RemoteScanGate {
             let timer = waited.timer();
             settle(&filters).await;
             timer.done();
-            let sql = match runtime_predicate(&filters, dialect.as_ref()) {
+            let sql = match runtime_predicate(&filters, &schema, dialect.as_ref()) {
                 Some(predicate) if !schema.fields().is_empty() => {
                     applied.add(1);
                     with_predicate(&query, &schema, &predicate, dialect.as_ref())
@@ -184,7 +194,11 @@ impl SQLExecutor for RemoteScanGate {
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
+        let mut set = self.metrics.clone_inner();
+        for metric in self.inner.metrics().iter().flat_map(|m| m.iter()) {
+            set.push(Arc::clone(metric));
+        }
+        Some(set)
     }
 }
 
@@ -224,17 +238,23 @@ fn with_predicate(
     )
 }
 
-/// The SQL for what the filters currently say about the scan's rows, over
-/// `meshql_dyn.c<i>`. It may be weaker than the filters (parts that cannot be written
-/// as SQL are left out) but never stronger. None when nothing can be said.
+/// The SQL for what the filters currently say about the rows of a scan with `schema`,
+/// over `meshql_dyn.c<i>`. It may be weaker than the filters (parts that cannot be
+/// written with the same meaning at the source are left out) but never stronger.
+/// None when nothing can be said.
 pub fn runtime_predicate(
     filters: &[Arc<dyn PhysicalExpr>],
+    schema: &Schema,
     dialect: &dyn Dialect,
 ) -> Option<String> {
+    let mut convert = Converter {
+        schema,
+        budget: MAX_IN_LIST,
+    };
     let parts: Vec<Expr> = filters
         .iter()
         .filter_map(|f| snapshot_physical_expr(Arc::clone(f)).ok())
-        .filter_map(|f| implied(&f))
+        .filter_map(|f| convert.implied(&f))
         .collect();
     let predicate = parts.into_iter().reduce(Expr::and)?;
     Unparser::new(dialect)
@@ -243,49 +263,159 @@ pub fn runtime_predicate(
         .map(|sql| sql.to_string())
 }
 
-/// A logical expression implied by `e` (true whenever `e` is), or None for "true".
-fn implied(e: &Arc<dyn PhysicalExpr>) -> Option<Expr> {
-    if let Some(b) = e.downcast_ref::<PhysicalBinary>() {
-        match b.op() {
-            Operator::And => {
-                return match (implied(b.left()), implied(b.right())) {
-                    (Some(l), Some(r)) => Some(l.and(r)),
-                    (one, other) => one.or(other),
-                };
+/// Physical to logical, for the parts whose meaning is the same at every source.
+///
+/// The statement's WHERE sees the source's values, which for most types are exactly
+/// the values the join sees. Not for decimals and floats (meshql casts and cuts them
+/// after the statement, and float literals do not round-trip as SQL text) nor
+/// timestamps (time zones), so those columns are left out. Strings are compared only
+/// for equality: a range would follow the source's collation, not byte order.
+struct Converter<'a> {
+    schema: &'a Schema,
+    /// IN-list values left for the whole predicate.
+    budget: usize,
+}
+
+impl Converter<'_> {
+    /// A logical expression implied by `e` (true whenever `e` is), or None for "true".
+    fn implied(&mut self, e: &Arc<dyn PhysicalExpr>) -> Option<Expr> {
+        if let Some(b) = e.downcast_ref::<PhysicalBinary>() {
+            match b.op() {
+                Operator::And => {
+                    return match (self.implied(b.left()), self.implied(b.right())) {
+                        (Some(l), Some(r)) => Some(l.and(r)),
+                        (one, other) => one.or(other),
+                    };
+                }
+                Operator::Or => return Some(self.implied(b.left())?.or(self.implied(b.right())?)),
+                _ => {}
             }
-            Operator::Or => return Some(implied(b.left())?.or(implied(b.right())?)),
-            _ => {}
         }
-    }
-    // A partitioned join's filter routes each key to its partition's keys; any
-    // partition's keys will do as a superset.
-    if let Some(case) = e.downcast_ref::<CaseExpr>()
-        && case.expr().is_some()
-    {
-        let mut branches = Vec::new();
-        for then in case
-            .when_then_expr()
-            .iter()
-            .map(|(_, then)| then)
-            .chain(case.else_expr())
+        // A partitioned join's filter routes each key to its partition's keys; any
+        // partition's keys will do as a superset.
+        if let Some(case) = e.downcast_ref::<CaseExpr>()
+            && case.expr().is_some()
         {
-            match literal_bool(then) {
-                Some(false) => continue,
-                Some(true) => return None,
-                None => branches.push(implied(then)?),
+            let mut branches = Vec::new();
+            for then in case
+                .when_then_expr()
+                .iter()
+                .map(|(_, then)| then)
+                .chain(case.else_expr())
+            {
+                match literal_bool(then) {
+                    Some(false) => continue,
+                    Some(true) => return None,
+                    None => branches.push(self.implied(then)?),
+                }
             }
+            return Some(
+                branches
+                    .into_iter()
+                    .reduce(Expr::or)
+                    .unwrap_or(Expr::Literal(ScalarValue::Boolean(Some(false)), None)),
+            );
         }
-        return Some(
-            branches
-                .into_iter()
-                .reduce(Expr::or)
-                .unwrap_or(Expr::Literal(ScalarValue::Boolean(Some(false)), None)),
-        );
+        if literal_bool(e) == Some(true) {
+            return None;
+        }
+        self.exact(e)
     }
-    if literal_bool(e) == Some(true) {
-        return None;
+
+    /// The type of a column, literal or cast, if it is one meshql may send.
+    fn sendable_type(&self, e: &Arc<dyn PhysicalExpr>) -> Option<DataType> {
+        let t = if let Some(c) = e.downcast_ref::<PhysicalColumn>() {
+            self.schema.fields().get(c.index())?.data_type().clone()
+        } else if let Some(l) = e.downcast_ref::<Literal>() {
+            l.value().data_type()
+        } else if let Some(c) = e.downcast_ref::<CastExpr>() {
+            c.cast_type().clone()
+        } else {
+            return None;
+        };
+        sendable(&t).then_some(t)
     }
-    exact(e)
+
+    /// `e` as a logical expression with the same meaning, if every part can be written.
+    fn exact(&mut self, e: &Arc<dyn PhysicalExpr>) -> Option<Expr> {
+        if let Some(c) = e.downcast_ref::<PhysicalColumn>() {
+            self.sendable_type(e)?;
+            return Some(Expr::Column(Column::new(
+                Some(RELATION),
+                format!("c{}", c.index()),
+            )));
+        }
+        if let Some(l) = e.downcast_ref::<Literal>() {
+            self.sendable_type(e)?;
+            return Some(Expr::Literal(l.value().clone(), None));
+        }
+        if let Some(b) = e.downcast_ref::<PhysicalBinary>() {
+            let op = *b.op();
+            let ok = match op {
+                Operator::And | Operator::Or | Operator::Eq | Operator::NotEq => true,
+                Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq => {
+                    [b.left(), b.right()]
+                        .iter()
+                        .all(|side| self.sendable_type(side).is_some_and(|t| !is_string(&t)))
+                }
+                _ => false,
+            };
+            if !ok {
+                return None;
+            }
+            let left = self.exact(b.left())?;
+            let right = self.exact(b.right())?;
+            return Some(Expr::BinaryExpr(BinaryExpr::new(
+                Box::new(left),
+                op,
+                Box::new(right),
+            )));
+        }
+        if let Some(list) = e.downcast_ref::<InListExpr>() {
+            if list.len() > self.budget {
+                return None;
+            }
+            let target = self.exact(list.expr())?;
+            let values = list
+                .list()
+                .iter()
+                .map(|v| self.exact(v))
+                .collect::<Option<Vec<_>>>()?;
+            self.budget -= values.len();
+            return Some(Expr::InList(InList::new(
+                Box::new(target),
+                values,
+                list.negated(),
+            )));
+        }
+        if let Some(c) = e.downcast_ref::<CastExpr>() {
+            // Only widening integer casts read the same everywhere (float to int rounds
+            // in PostgreSQL and truncates in Arrow; formats of text casts differ).
+            let from = self.sendable_type(c.expr())?;
+            let to = c.cast_type();
+            let widening = match (integer_width(&from), integer_width(to)) {
+                (Some(f), Some(t)) => f <= t,
+                _ => false,
+            };
+            if !widening {
+                return None;
+            }
+            return Some(Expr::Cast(Cast::new(
+                Box::new(self.exact(c.expr())?),
+                to.clone(),
+            )));
+        }
+        if let Some(n) = e.downcast_ref::<IsNullExpr>() {
+            return Some(self.exact(n.arg())?.is_null());
+        }
+        if let Some(n) = e.downcast_ref::<IsNotNullExpr>() {
+            return Some(self.exact(n.arg())?.is_not_null());
+        }
+        if let Some(n) = e.downcast_ref::<NotExpr>() {
+            return Some(!self.exact(n.arg())?);
+        }
+        None
+    }
 }
 
 fn literal_bool(e: &Arc<dyn PhysicalExpr>) -> Option<bool> {
@@ -295,87 +425,140 @@ fn literal_bool(e: &Arc<dyn PhysicalExpr>) -> Option<bool> {
     }
 }
 
-/// `e` as a logical expression with the same meaning, if every part can be written.
-fn exact(e: &Arc<dyn PhysicalExpr>) -> Option<Expr> {
-    if let Some(c) = e.downcast_ref::<PhysicalColumn>() {
-        return Some(Expr::Column(Column::new(
-            Some(RELATION),
-            format!("c{}", c.index()),
-        )));
-    }
-    if let Some(l) = e.downcast_ref::<Literal>() {
-        return sendable(&l.value().data_type()).then(|| Expr::Literal(l.value().clone(), None));
-    }
-    if let Some(b) = e.downcast_ref::<PhysicalBinary>() {
-        let op = *b.op();
-        let ok = matches!(
-            op,
-            Operator::And
-                | Operator::Or
-                | Operator::Eq
-                | Operator::NotEq
-                | Operator::Lt
-                | Operator::LtEq
-                | Operator::Gt
-                | Operator::GtEq
-        );
-        return ok.then(|| {
-            Some(Expr::BinaryExpr(BinaryExpr::new(
-                Box::new(exact(b.left())?),
-                op,
-                Box::new(exact(b.right())?),
-            )))
-        })?;
-    }
-    if let Some(list) = e.downcast_ref::<InListExpr>() {
-        if list.len() > MAX_IN_LIST {
-            return None;
-        }
-        let values = list.list().iter().map(exact).collect::<Option<Vec<_>>>()?;
-        return Some(Expr::InList(InList::new(
-            Box::new(exact(list.expr())?),
-            values,
-            list.negated(),
-        )));
-    }
-    if let Some(c) = e.downcast_ref::<CastExpr>() {
-        return sendable(c.cast_type()).then(|| {
-            Some(Expr::Cast(Cast::new(
-                Box::new(exact(c.expr())?),
-                c.cast_type().clone(),
-            )))
-        })?;
-    }
-    if let Some(n) = e.downcast_ref::<IsNullExpr>() {
-        return Some(exact(n.arg())?.is_null());
-    }
-    if let Some(n) = e.downcast_ref::<IsNotNullExpr>() {
-        return Some(exact(n.arg())?.is_not_null());
-    }
-    if let Some(n) = e.downcast_ref::<NotExpr>() {
-        return Some(!exact(n.arg())?);
-    }
-    None
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
-/// Types whose literals and casts read the same in every dialect meshql sends to.
+/// Signed width in bits, counting unsigned types one bit wider.
+fn integer_width(t: &DataType) -> Option<u8> {
+    Some(match t {
+        DataType::Int8 => 8,
+        DataType::Int16 | DataType::UInt8 => 16,
+        DataType::Int32 | DataType::UInt16 => 32,
+        DataType::Int64 | DataType::UInt32 => 64,
+        _ => return None,
+    })
+}
+
+/// Types whose values are the same at the source and in the join, and whose literals
+/// read the same in every dialect meshql sends to.
 fn sendable(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Boolean
-            | DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::Float32
-            | DataType::Float64
-            | DataType::Decimal128(_, _)
-            | DataType::Utf8
-            | DataType::LargeUtf8
-            | DataType::Utf8View
-            | DataType::Date32
-    )
+    integer_width(t).is_some() || is_string(t) || matches!(t, DataType::Boolean | DataType::Date32)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::Field;
+    use datafusion::physical_expr::expressions::{col, in_list, lit};
+    use datafusion::sql::unparser::dialect::PostgreSqlDialect;
+
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema::new(vec![
+            Field::new("key", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("amount", DataType::Decimal128(15, 2), true),
+            Field::new("small", DataType::Int32, true),
+        ])
+    }
+
+    fn sql(e: Arc<dyn PhysicalExpr>) -> Option<String> {
+        runtime_predicate(&[e], &schema(), &PostgreSqlDialect {})
+    }
+
+    fn binary(
+        l: Arc<dyn PhysicalExpr>,
+        op: Operator,
+        r: Arc<dyn PhysicalExpr>,
+    ) -> Arc<dyn PhysicalExpr> {
+        Arc::new(PhysicalBinary::new(l, op, r))
+    }
+
+    #[test]
+    fn keys_and_ranges_of_plain_columns_are_sent() {
+        let s = schema();
+        let key = col("key", &s).expect("col");
+        let range = binary(
+            binary(Arc::clone(&key), Operator::GtEq, lit(7i64)),
+            Operator::And,
+            binary(Arc::clone(&key), Operator::LtEq, lit(10i64)),
+        );
+        let keys = in_list(Arc::clone(&key), vec![lit(7i64), lit(10i64)], &false, &s).expect("in");
+        let both = binary(range, Operator::And, keys);
+        assert_eq!(
+            sql(both).as_deref(),
+            Some(
+                r#"((("meshql_dyn"."c0" >= 7) AND ("meshql_dyn"."c0" <= 10)) AND "meshql_dyn"."c0" IN (7, 10))"#
+            )
+        );
+    }
+
+    #[test]
+    fn parts_with_another_meaning_at_the_source_are_left_out() {
+        let s = schema();
+        let name = col("name", &s).expect("col");
+        // A string range would follow PostgreSQL's collation: only the IN list goes.
+        let range = binary(
+            binary(Arc::clone(&name), Operator::GtEq, lit("B")),
+            Operator::And,
+            binary(Arc::clone(&name), Operator::LtEq, lit("a")),
+        );
+        let keys = in_list(Arc::clone(&name), vec![lit("a"), lit("B")], &false, &s).expect("in");
+        assert_eq!(
+            sql(binary(range, Operator::And, keys)).as_deref(),
+            Some(r#""meshql_dyn"."c1" IN ('a', 'B')"#)
+        );
+        // Decimals are cut after the statement: nothing about them is sent.
+        let amount = col("amount", &s).expect("col");
+        let dec = lit(ScalarValue::Decimal128(Some(100), 15, 2));
+        assert_eq!(sql(binary(amount, Operator::GtEq, dec)), None);
+        // A narrowing cast is not sent; a widening one is.
+        let small = col("small", &s).expect("col");
+        let narrowed: Arc<dyn PhysicalExpr> = Arc::new(CastExpr::new(
+            col("key", &s).expect("col"),
+            DataType::Int32,
+            None,
+        ));
+        assert_eq!(sql(binary(narrowed, Operator::Eq, lit(3i32))), None);
+        let widened: Arc<dyn PhysicalExpr> = Arc::new(CastExpr::new(small, DataType::Int64, None));
+        assert!(sql(binary(widened, Operator::Eq, lit(3i64))).is_some());
+    }
+
+    #[test]
+    fn or_needs_both_sides_and_not_needs_all_of_its_argument() {
+        let s = schema();
+        let key = col("key", &s).expect("col");
+        let amount = col("amount", &s).expect("col");
+        let dec = lit(ScalarValue::Decimal128(Some(100), 15, 2));
+        let unsendable = binary(amount, Operator::Eq, dec);
+        let sendable = binary(Arc::clone(&key), Operator::Eq, lit(1i64));
+        assert_eq!(
+            sql(binary(
+                Arc::clone(&sendable),
+                Operator::Or,
+                Arc::clone(&unsendable)
+            )),
+            None
+        );
+        let not: Arc<dyn PhysicalExpr> =
+            Arc::new(NotExpr::new(binary(sendable, Operator::And, unsendable)));
+        assert_eq!(sql(not), None);
+        // A routed (partitioned) filter becomes the OR of its partitions' keys.
+        let case: Arc<dyn PhysicalExpr> = Arc::new(
+            CaseExpr::try_new(
+                Some(Arc::clone(&key)),
+                vec![
+                    (lit(0i64), binary(Arc::clone(&key), Operator::Eq, lit(4i64))),
+                    (lit(1i64), lit(false)),
+                ],
+                Some(binary(Arc::clone(&key), Operator::Eq, lit(9i64))),
+            )
+            .expect("case"),
+        );
+        assert_eq!(
+            sql(case).as_deref(),
+            Some(r#"(("meshql_dyn"."c0" = 4) OR ("meshql_dyn"."c0" = 9))"#)
+        );
+    }
 }

@@ -130,19 +130,16 @@ fn inline_projections(plan: LogicalPlan) -> Result<LogicalPlan> {
             return Ok(Transformed::no(node));
         }
         let inner = inner.clone();
-        let substitute = |e: &Expr| -> Result<Expr> {
-            let name = e.schema_name().to_string();
-            let replaced = e
-                .clone()
+        let replace = |e: &Expr| -> Result<Expr> {
+            e.clone()
                 .transform(|e| match e {
                     Expr::Column(c) => match inner.schema.index_of_column(&c) {
                         Ok(i) => Ok(Transformed::yes(inner.expr[i].clone().unalias())),
                         Err(_) => Ok(Transformed::no(Expr::Column(c))),
                     },
                     other => Ok(Transformed::no(other)),
-                })?
-                .data;
-            replaced.alias_if_changed(name)
+                })
+                .map(|t| t.data)
         };
         let input = Arc::clone(&inner.input);
         match node {
@@ -150,22 +147,37 @@ fn inline_projections(plan: LogicalPlan) -> Result<LogicalPlan> {
                 let group = a
                     .group_expr
                     .iter()
-                    .map(substitute)
+                    .map(replace)
                     .collect::<Result<Vec<_>>>()?;
                 if group != a.group_expr {
                     return Ok(Transformed::no(LogicalPlan::Aggregate(a)));
                 }
+                // Aggregate outputs are unqualified: the name is enough.
                 let aggr = a
                     .aggr_expr
                     .iter()
-                    .map(substitute)
+                    .map(|e| replace(e)?.alias_if_changed(e.schema_name().to_string()))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Transformed::yes(LogicalPlan::Aggregate(
                     Aggregate::try_new(input, group, aggr)?,
                 )))
             }
             LogicalPlan::Projection(p) => {
-                let exprs = p.expr.iter().map(substitute).collect::<Result<Vec<_>>>()?;
+                let exprs = p
+                    .expr
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let replaced = replace(e)?;
+                        if &replaced == e {
+                            return Ok(replaced);
+                        }
+                        let (qualifier, field) = p.schema.qualified_field(i);
+                        Ok(replaced
+                            .unalias()
+                            .alias_qualified(qualifier.cloned(), field.name()))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 Ok(Transformed::yes(LogicalPlan::Projection(
                     Projection::try_new(exprs, input)?,
                 )))

@@ -85,6 +85,10 @@ impl Governance {
         self.policies.as_deref()
     }
 
+    pub fn shared_registry(&self) -> Arc<MeshRegistry> {
+        Arc::clone(&self.registry)
+    }
+
     pub fn registry(&self) -> &MeshRegistry {
         &self.registry
     }
@@ -158,9 +162,12 @@ impl Governance {
             meta,
             denials,
         };
-        // Sources that pass the end user on read who it is from here.
+        // Sources that pass the end user on read who it is from here. Only a governed
+        // mesh has checked who that is: in open mode any name may be claimed.
         let mut config = self.base.config().clone();
-        config.set_extension(Arc::new(identity.clone()));
+        if self.policies.is_some() {
+            config.set_extension(Arc::new(identity.clone()));
+        }
         let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_config(config)
             .with_catalog_list(Arc::new(catalogs))

@@ -37,9 +37,31 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// What a token is for: a token of one kind is never accepted as the other, even if
+/// an operator gave both the same secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The server's own bearer token after sign-in.
+    Bearer,
+    /// A gateway vouching for an end user.
+    Delegation,
+}
+
+impl Purpose {
+    fn tag(self) -> &'static str {
+        match self {
+            Purpose::Bearer => "meshql-bearer/1",
+            Purpose::Delegation => "meshql-delegation/1",
+        }
+    }
+}
+
+/// Clocks of two machines may differ by this much.
+const CLOCK_SKEW_S: u64 = 60;
+
 /// A token for `user` valid until `expiry` (seconds since the epoch).
-pub fn sign(secret: &[u8], user: &str, expiry: u64) -> String {
-    let payload = format!("{user}\n{expiry}");
+pub fn sign(secret: &[u8], purpose: Purpose, user: &str, expiry: u64) -> String {
+    let payload = format!("{}\n{user}\n{expiry}", purpose.tag());
     let mut m = mac(secret);
     m.update(payload.as_bytes());
     format!(
@@ -49,8 +71,14 @@ pub fn sign(secret: &[u8], user: &str, expiry: u64) -> String {
     )
 }
 
-/// The user a token was signed for, if its signature is right and it has not expired.
-pub fn verify(secret: &[u8], token: &str) -> Result<String, &'static str> {
+/// The user a token was signed for, if its signature is right, it is for `purpose`, it
+/// has not expired and it does not claim to live longer than `max_ttl`.
+pub fn verify(
+    secret: &[u8],
+    purpose: Purpose,
+    token: &str,
+    max_ttl: Duration,
+) -> Result<String, &'static str> {
     let (payload, tag) = token.split_once('.').ok_or("malformed")?;
     let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| "malformed")?;
     let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| "malformed")?;
@@ -58,10 +86,20 @@ pub fn verify(secret: &[u8], token: &str) -> Result<String, &'static str> {
     m.update(&payload);
     m.verify_slice(&tag).map_err(|_| "bad signature")?;
     let payload = String::from_utf8(payload).map_err(|_| "malformed")?;
-    let (user, expiry) = payload.split_once('\n').ok_or("malformed")?;
+    let mut parts = payload.splitn(3, '\n');
+    let (Some(tag), Some(user), Some(expiry)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("malformed");
+    };
+    if tag != purpose.tag() {
+        return Err("not meant for this use");
+    }
     let expiry: u64 = expiry.parse().map_err(|_| "malformed")?;
-    if expiry < now_secs() {
+    let now = now_secs();
+    if expiry < now {
         return Err("expired");
+    }
+    if expiry > now + max_ttl.as_secs() + CLOCK_SKEW_S {
+        return Err("valid for too long");
     }
     Ok(user.to_string())
 }
@@ -71,18 +109,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_right_secret_and_a_live_token_pass() {
-        let token = sign(b"k1", "ana", now_secs() + DELEGATION_TTL.as_secs());
-        assert_eq!(verify(b"k1", &token), Ok("ana".to_string()));
-        assert_eq!(verify(b"k2", &token), Err("bad signature"));
+    fn only_the_right_secret_purpose_and_lifetime_pass() {
+        let ttl = DELEGATION_TTL;
+        let soon = now_secs() + ttl.as_secs();
+        let token = sign(b"k1", Purpose::Delegation, "ana", soon);
+        assert_eq!(
+            verify(b"k1", Purpose::Delegation, &token, ttl),
+            Ok("ana".to_string())
+        );
+        assert_eq!(
+            verify(b"k2", Purpose::Delegation, &token, ttl),
+            Err("bad signature")
+        );
+        // The same secret, another purpose.
+        assert_eq!(
+            verify(b"k1", Purpose::Bearer, &token, ttl),
+            Err("not meant for this use")
+        );
         // A payload changed after signing.
         let (_, tag) = token.split_once('.').expect("token");
-        let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode("root\n99999999999"));
-        assert_eq!(verify(b"k1", &forged), Err("bad signature"));
-        assert_eq!(verify(b"k1", "nonsense"), Err("malformed"));
+        let forged = format!(
+            "{}.{tag}",
+            URL_SAFE_NO_PAD.encode(format!("meshql-delegation/1\nroot\n{soon}"))
+        );
         assert_eq!(
-            verify(b"k1", &sign(b"k1", "ana", now_secs() - 1)),
+            verify(b"k1", Purpose::Delegation, &forged, ttl),
+            Err("bad signature")
+        );
+        assert_eq!(
+            verify(b"k1", Purpose::Delegation, "nonsense", ttl),
+            Err("malformed")
+        );
+        let old = sign(b"k1", Purpose::Delegation, "ana", now_secs() - 1);
+        assert_eq!(
+            verify(b"k1", Purpose::Delegation, &old, ttl),
             Err("expired")
+        );
+        let forever = sign(b"k1", Purpose::Delegation, "ana", now_secs() + 86_400);
+        assert_eq!(
+            verify(b"k1", Purpose::Delegation, &forever, ttl),
+            Err("valid for too long")
         );
     }
 }

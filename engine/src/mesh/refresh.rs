@@ -2,9 +2,19 @@
 //! about their tables (schemas, row counts) and open their ports again, so a changed
 //! remote table, a new Delta version or a source that came back is used without a
 //! restart. Ports already being read keep the table they started with.
+//!
+//! The statement plans to a one-partition stream and refreshes when it is read: Flight
+//! SQL clients plan a statement more than once (GetFlightInfo, DoGet, prepare).
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use futures::StreamExt;
 
 use super::MeshRegistry;
@@ -22,16 +32,22 @@ pub struct Refreshed {
 }
 
 impl MeshRegistry {
+    /// An error naming the mesh's sources if `name` is not one of them.
+    pub fn check_source(&self, name: &str) -> Result<(), String> {
+        if self.sources.contains_key(name) {
+            return Ok(());
+        }
+        let known: Vec<&str> = self.sources.keys().map(String::as_str).collect();
+        Err(format!(
+            "there is no source `{name}` in the mesh (sources: {})",
+            known.join(", ")
+        ))
+    }
+
     /// Refresh the ports of `only` (a source name), or of every source.
     pub async fn refresh(&self, only: Option<&str>) -> Result<Vec<Refreshed>, String> {
-        if let Some(name) = only
-            && !self.sources.contains_key(name)
-        {
-            let known: Vec<&str> = self.sources.keys().map(String::as_str).collect();
-            return Err(format!(
-                "there is no source `{name}` in the mesh (sources: {})",
-                known.join(", ")
-            ));
+        if let Some(name) = only {
+            self.check_source(name)?;
         }
         let chosen = |source: &str| only.is_none_or(|name| name == source);
         for info in self.sources.values().filter(|s| chosen(&s.name)) {
@@ -63,6 +79,72 @@ impl MeshRegistry {
             .await;
         done.sort_by(|a, b| a.port.cmp(&b.port));
         Ok(done)
+    }
+}
+
+/// The statement's result: refreshes when read, one row per port.
+pub fn refresh_table(
+    registry: Arc<MeshRegistry>,
+    only: Option<String>,
+) -> datafusion::error::Result<StreamingTable> {
+    let schema = Arc::new(Schema::new(
+        ["port", "source", "status"]
+            .map(|name| Field::new(name, DataType::Utf8, false))
+            .to_vec(),
+    ));
+    let partition = RefreshOnRead {
+        registry,
+        only,
+        schema: Arc::clone(&schema),
+    };
+    StreamingTable::try_new(schema, vec![Arc::new(partition)])
+}
+
+struct RefreshOnRead {
+    registry: Arc<MeshRegistry>,
+    only: Option<String>,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for RefreshOnRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshOnRead")
+            .field("only", &self.only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartitionStream for RefreshOnRead {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let registry = Arc::clone(&self.registry);
+        let only = self.only.clone();
+        let schema = Arc::clone(&self.schema);
+        let batch = futures::stream::once(async move {
+            let done = registry
+                .refresh(only.as_deref())
+                .await
+                .map_err(DataFusionError::Plan)?;
+            let column = |f: fn(&Refreshed) -> &str| {
+                Arc::new(StringArray::from_iter_values(done.iter().map(f))) as ArrayRef
+            };
+            RecordBatch::try_new(
+                schema,
+                vec![
+                    column(|r| &r.port),
+                    column(|r| &r.source),
+                    column(|r| &r.status),
+                ],
+            )
+            .map_err(DataFusionError::from)
+        });
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            batch,
+        ))
     }
 }
 

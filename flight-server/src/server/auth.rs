@@ -12,7 +12,9 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use meshql_engine::config::access::AccessConfig;
-use meshql_engine::governance::token::{self, DELEGATION_HEADER, now_secs};
+use meshql_engine::governance::token::{
+    self, DELEGATION_HEADER, DELEGATION_TTL, Purpose, now_secs,
+};
 use sha2::{Digest, Sha256};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
@@ -134,14 +136,15 @@ impl Authenticator {
                 gateway.user
             )));
         };
-        let user = token::verify(secret, token).map_err(|why| {
-            tracing::warn!(gateway = %gateway.user, why, "rejected an on-behalf-of identity");
-            Status::unauthenticated(format!(
-                "the end user's identity from `{}` is {why}: check that the gateway's \
+        let user =
+            token::verify(secret, Purpose::Delegation, token, DELEGATION_TTL).map_err(|why| {
+                tracing::warn!(gateway = %gateway.user, why, "rejected an on-behalf-of identity");
+                Status::unauthenticated(format!(
+                    "the end user's identity from `{}` is {why}: check that the gateway's \
                  `delegation_secret` matches this node's and that both clocks are right",
-                gateway.user
-            ))
-        })?;
+                    gateway.user
+                ))
+            })?;
         // The node decides the user's groups: unknown users get none (deny by default).
         let groups = users
             .get(&user)
@@ -184,7 +187,12 @@ impl Authenticator {
     }
 
     fn issue(&self, user: &str) -> String {
-        token::sign(&self.secret, user, now_secs() + self.ttl.as_secs())
+        token::sign(
+            &self.secret,
+            Purpose::Bearer,
+            user,
+            now_secs() + self.ttl.as_secs(),
+        )
     }
 
     fn verify(&self, token: &str) -> Result<Identity, Status> {
@@ -196,7 +204,8 @@ impl Authenticator {
             // flightsql-dbapi sends `Bearer None` when it has no credentials.
             return Ok(anonymous());
         }
-        let user = token::verify(&self.secret, token).map_err(|_| invalid())?;
+        let user =
+            token::verify(&self.secret, Purpose::Bearer, token, self.ttl).map_err(|_| invalid())?;
         let groups = match &self.users {
             // A user removed from the mesh loses access even with a valid token.
             Some(users) => users.get(&user).ok_or_else(invalid)?.groups.clone(),
@@ -355,11 +364,16 @@ mod tests {
         assert!(auth().verify(&other.issue("alice")).is_err());
         let a = auth();
         assert!(
-            a.verify(&token::sign(b"k", "alice", now_secs() + 30))
-                .is_ok()
+            a.verify(&token::sign(
+                b"k",
+                Purpose::Bearer,
+                "alice",
+                now_secs() + 30
+            ))
+            .is_ok()
         );
         assert!(
-            a.verify(&token::sign(b"k", "alice", now_secs() - 1))
+            a.verify(&token::sign(b"k", Purpose::Bearer, "alice", now_secs() - 1))
                 .is_err()
         );
     }
@@ -376,7 +390,7 @@ mod tests {
         // The gateway, with the right secret: runs as alice, with the node's groups for her.
         let m = on_behalf(
             basic("gateway:gw", true),
-            token::sign(b"trust-me", "alice", expiry),
+            token::sign(b"trust-me", Purpose::Delegation, "alice", expiry),
         );
         let id = a.authenticate(&m).unwrap();
         assert_eq!(
@@ -386,13 +400,13 @@ mod tests {
         // A user the node does not know gets no groups.
         let m = on_behalf(
             basic("gateway:gw", true),
-            token::sign(b"trust-me", "mallory", expiry),
+            token::sign(b"trust-me", Purpose::Delegation, "mallory", expiry),
         );
         assert!(a.authenticate(&m).unwrap().groups.is_empty());
         // Wrong secret, expired, or a caller that is not a trusted gateway.
         let m = on_behalf(
             basic("gateway:gw", true),
-            token::sign(b"guess", "alice", expiry),
+            token::sign(b"guess", Purpose::Delegation, "alice", expiry),
         );
         assert_eq!(
             a.authenticate(&m).unwrap_err().code(),
@@ -400,7 +414,7 @@ mod tests {
         );
         let m = on_behalf(
             basic("gateway:gw", true),
-            token::sign(b"trust-me", "alice", 1),
+            token::sign(b"trust-me", Purpose::Delegation, "alice", 1),
         );
         assert_eq!(
             a.authenticate(&m).unwrap_err().code(),
@@ -408,7 +422,7 @@ mod tests {
         );
         let m = on_behalf(
             basic("alice:s3cret!", true),
-            token::sign(b"trust-me", "gateway", expiry),
+            token::sign(b"trust-me", Purpose::Delegation, "gateway", expiry),
         );
         assert_eq!(
             a.authenticate(&m).unwrap_err().code(),
@@ -417,7 +431,7 @@ mod tests {
         // The header is checked only after the caller signed in.
         let m = on_behalf(
             MetadataMap::new(),
-            token::sign(b"trust-me", "alice", expiry),
+            token::sign(b"trust-me", Purpose::Delegation, "alice", expiry),
         );
         assert_eq!(
             a.authenticate(&m).unwrap_err().code(),
