@@ -43,6 +43,8 @@ for _ in $(seq 1 100); do
 done
 export MESHQL_TEST_S3_ENDPOINT="http://127.0.0.1:$PORT"
 echo "== S3 server (moto) at $MESHQL_TEST_S3_ENDPOINT"
+# ROAPI, a Flight SQL server that is not meshql, for the federation tests.
+export MESHQL_TEST_ROAPI="$VENV/bin/roapi"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

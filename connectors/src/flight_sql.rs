@@ -362,15 +362,54 @@ impl FlightInner {
                 .flight_info(&sql, None)
                 .await
                 .map_err(|e| e.to_string())?;
-            info.try_decode_schema().map(Arc::new).map_err(|e| {
+            let announced = info.try_decode_schema().map_err(|e| {
                 self.error(format!("cannot read the schema: {e}"))
                     .to_string()
-            })
+            })?;
+            if !announced.fields().is_empty() {
+                return Ok(Arc::new(announced));
+            }
+            // Some servers (ROAPI) announce no schema and send none for an empty
+            // result: read it from one row.
+            self.streamed_schema(&format!("SELECT * FROM {table} LIMIT 1"))
+                .await
+                .map_err(|e| e.to_string())
         };
         self.metadata
             .schema(&TableReference::from(table), fetch)
             .await
             .map_err(|e| DataFusionError::External(e.into()))
+    }
+}
+
+impl FlightInner {
+    async fn streamed_schema(&self, sql: &str) -> DFResult<SchemaRef> {
+        let (mut client, info) = self.flight_info(sql, None).await?;
+        let ticket = info
+            .endpoint
+            .into_iter()
+            .find_map(|e| e.ticket)
+            .ok_or_else(|| self.error("the server sent no schema and no ticket"))?;
+        let read = async {
+            let mut stream = client
+                .do_get(ticket)
+                .await
+                .map_err(|e| self.error(flight_message(&e)))?;
+            if let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| self.error(flight_message(&e)))?;
+                return Ok(batch.schema());
+            }
+            stream
+                .schema()
+                .filter(|s| !s.fields().is_empty())
+                .cloned()
+                .ok_or_else(|| {
+                    self.error("the server announces no schema and the table is empty, so its columns cannot be known")
+                })
+        };
+        tokio::time::timeout(self.query_timeout, read)
+            .await
+            .map_err(|_| self.error("no schema in time (query_timeout_s)"))?
     }
 }
 

@@ -452,6 +452,90 @@ async fn refresh_picks_up_a_changed_remote_table() {
     );
 }
 
+/// Any Flight SQL server is a source: ROAPI (not meshql) serves nation and region, and a
+/// join between them reaches it as one statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flight_sql_server_that_is_not_meshql_is_a_source() {
+    let roapi = std::env::var("MESHQL_TEST_ROAPI")
+        .expect("MESHQL_TEST_ROAPI names the roapi binary (scripts/test.sh sets it)");
+    let f = federation();
+    let data = f.root.join("data");
+    let port = crate::support::pg::free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log_path = dir.path().join("roapi.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut child = std::process::Command::new(&roapi)
+        .arg("-t")
+        .arg(format!("nation={}", data.join("nation.parquet").display()))
+        .arg("-t")
+        .arg(format!("region={}", data.join("region.parquet").display()))
+        .args(["--addr-flight-sql", &format!("127.0.0.1:{port}")])
+        .args([
+            "-a",
+            &format!("127.0.0.1:{}", crate::support::pg::free_port()),
+        ])
+        .args([
+            "-p",
+            &format!("127.0.0.1:{}", crate::support::pg::free_port()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {roapi}: {e}"));
+    let _reaper = crate::support::reaper::at_exit(&format!("kill -9 {} 2>/dev/null", child.id()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "ROAPI did not listen on {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mesh = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        format!(
+            "version: 1\nsources:\n  ro: {{ kind: flight_sql, endpoint: \"grpc://127.0.0.1:{port}\" }}\n\
+             domains:\n  geo:\n    products:\n      ref:\n        output_ports:\n\
+             \x20         nation: {{ source: ro, table: nation }}\n\
+             \x20         region: {{ source: ro, table: region }}\n"
+        ),
+    )
+    .expect("mesh");
+    let engine = MeshEngine::open(&mesh, &meshql_connectors::default_connectors())
+        .await
+        .expect("mesh loads");
+    assert!(engine.problems().is_empty(), "{:?}", engine.problems());
+    let sql = "SELECT r_name, count(*) AS nations FROM {nation} JOIN {region} \
+               ON n_regionkey = r_regionkey WHERE n_nationkey > 2 GROUP BY r_name ORDER BY r_name";
+    let open = Identity::anonymous();
+    let got = run(
+        &engine,
+        &open,
+        &sql.replace("{nation}", "geo.ref.nation")
+            .replace("{region}", "geo.ref.region"),
+    )
+    .await
+    .expect("through ROAPI");
+    let (local_engine, _) = engines().await;
+    let expected = run(
+        &local_engine,
+        &root(),
+        &sql.replace("{nation}", "local.copy.nation")
+            .replace("{region}", "local.copy.region"),
+    )
+    .await
+    .expect("local");
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(got, expected);
+    let _ = child.kill();
+    let _ = child.wait();
+    let served = std::fs::read_to_string(&log_path).expect("roapi log");
+    assert!(
+        served
+            .lines()
+            .any(|l| l.contains("JOIN") && l.contains("GROUP BY") && l.contains("n_nationkey")),
+        "ROAPI did not get the join as one statement:\n{served}"
+    );
+}
+
 /// Rows of `sql` run on the geo node directly, signed in as `user`.
 async fn on_node(user: &str, sql: &str) -> Result<Vec<Vec<String>>, String> {
     let channel = tonic::transport::Channel::from_shared(
