@@ -482,7 +482,9 @@ async fn a_flight_sql_server_that_is_not_meshql_is_a_source() {
         .stderr(log)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {roapi}: {e}"));
-    let _reaper = crate::support::reaper::at_exit(&format!("kill -9 {} 2>/dev/null", child.id()));
+    // Kills ROAPI if this test process dies first.
+    let mut reaper =
+        crate::support::reaper::at_exit(&format!("kill -9 {} 2>/dev/null", child.id()));
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "ROAPI did not listen on {port}");
@@ -527,6 +529,8 @@ async fn a_flight_sql_server_that_is_not_meshql_is_a_source() {
     assert_eq!(got, expected);
     let _ = child.kill();
     let _ = child.wait();
+    let _ = reaper.kill();
+    let _ = reaper.wait();
     let served = std::fs::read_to_string(&log_path).expect("roapi log");
     assert!(
         served
