@@ -10,3 +10,4 @@ mod lake;
 mod policy;
 mod query;
 mod slt;
+mod tpch;

@@ -4,9 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use deltalake::protocol::SaveMode;
-use url::Url;
-
 use crate::generate::{Table, batches};
 use crate::{Error, Result, write};
 
@@ -142,16 +139,7 @@ pub async fn generate_demo(dir: &Path) -> Result<()> {
         (Table::Orders, "sales/orders"),
         (Table::LineItem, "sales/lineitem"),
     ] {
-        let table_dir = data.join(path);
-        std::fs::create_dir_all(&table_dir).map_err(|source| Error::Io {
-            path: table_dir.clone(),
-            source,
-        })?;
-        let url = Url::from_directory_path(&table_dir).map_err(|()| Error::Io {
-            path: table_dir.clone(),
-            source: std::io::Error::other("not an absolute path"),
-        })?;
-        write::delta(url, batches(table, sf).collect(), &[], SaveMode::Overwrite).await?;
+        write::delta_dir(&data.join(path), batches(table, sf).collect()).await?;
     }
     let marker = dir.join(".meshql-demo");
     std::fs::write(&marker, DEMO_VERSION).map_err(|source| Error::Io {

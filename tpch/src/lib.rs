@@ -3,6 +3,8 @@
 
 pub mod demo;
 pub mod generate;
+pub mod layout;
+pub mod queries;
 pub mod write;
 
 /// Errors while generating or writing data.

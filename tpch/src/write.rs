@@ -14,7 +14,7 @@ use url::Url;
 
 use crate::{Error, Result};
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -114,4 +114,16 @@ pub async fn delta(
         write = write.with_partition_columns(partition_by.iter().map(|c| c.to_string()));
     }
     write.await.map_err(derr)
+}
+
+/// Write `batches` as a new Delta table in the local directory `dir` (replacing any
+/// table there).
+pub async fn delta_dir(dir: &Path, batches: Vec<RecordBatch>) -> Result<DeltaTable> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let absolute = std::path::absolute(dir).map_err(io(dir))?;
+    let url = Url::from_directory_path(&absolute).map_err(|()| Error::Io {
+        path: absolute.clone(),
+        source: std::io::Error::other("not an absolute path"),
+    })?;
+    delta(url, batches, &[], SaveMode::Overwrite).await
 }

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use deltalake::protocol::SaveMode;
 use meshql_tpch::generate::{Table, batches};
 use meshql_tpch::write;
 
@@ -32,6 +31,19 @@ enum Command {
         /// Tables to write [default: all eight].
         tables: Vec<String>,
     },
+    /// Write a whole mesh layout into OUT: the data and its `mesh.yaml`, ready for
+    /// `meshql serve --config OUT/mesh.yaml`. Layout `lake`: every table a port of its
+    /// domain (sales: orders, lineitem as Delta; supply: part, partsupp, supplier;
+    /// customer: customer, nation, region).
+    Layout {
+        /// Only `lake` for now.
+        #[arg(default_value = "lake")]
+        name: String,
+        #[arg(long, default_value_t = 1.0)]
+        sf: f64,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -43,12 +55,30 @@ enum Format {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Command::Generate {
-        sf,
-        format,
-        out,
-        tables,
-    } = Cli::parse().command;
+    let (sf, format, out, tables) = match Cli::parse().command {
+        Command::Generate {
+            sf,
+            format,
+            out,
+            tables,
+        } => (sf, format, out, tables),
+        Command::Layout { name, sf, out } => {
+            if name != "lake" {
+                eprintln!("error: unknown layout `{name}` (layouts: lake)");
+                return ExitCode::FAILURE;
+            }
+            return match meshql_tpch::layout::write_lake(&out, sf).await {
+                Ok(mesh) => {
+                    println!("{}", mesh.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     let chosen: Result<Vec<Table>, String> = if tables.is_empty() {
         Ok(Table::ALL.to_vec())
     } else {
@@ -83,26 +113,9 @@ async fn main() -> ExitCode {
                 write::parquet(&out.join(format!("{name}.parquet")), batches(table, sf))
             }
             Format::Csv => write::csv(&out.join(format!("{name}.csv")), batches(table, sf)),
-            Format::Delta => {
-                let dir = out.join(name);
-                match std::fs::create_dir_all(&dir)
-                    .map_err(|e| format!("{}: {e}", dir.display()))
-                    .and_then(|_| std::path::absolute(&dir).map_err(|e| e.to_string()))
-                    .and_then(|abs| {
-                        url::Url::from_directory_path(&abs)
-                            .map_err(|_| format!("{} is not a directory path", abs.display()))
-                    }) {
-                    Ok(url) => {
-                        write::delta(url, batches(table, sf).collect(), &[], SaveMode::Overwrite)
-                            .await
-                            .map(|_| ())
-                    }
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            }
+            Format::Delta => write::delta_dir(&out.join(name), batches(table, sf).collect())
+                .await
+                .map(|_| ()),
         };
         if let Err(e) = result {
             eprintln!("error: {name}: {e}");
