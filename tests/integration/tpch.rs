@@ -10,9 +10,10 @@ use arrow::array::RecordBatch;
 use bigdecimal::BigDecimal;
 use futures::TryStreamExt;
 use meshql_engine::{Identity, MeshEngine};
-use meshql_tpch::layout::{port, write_lake};
+use meshql_tpch::layout::{port, write_lake, write_mesh_layout};
 use meshql_tpch::queries::{AnswerFile, qualify, sf01_answers};
 
+use crate::support::pg::{PG_PASSWORD, PgCluster};
 use crate::support::server::Server;
 use crate::support::slt::{query as run, rows};
 
@@ -33,6 +34,42 @@ fn lake() -> &'static PathBuf {
             .expect("generation thread")
         })
         .1
+}
+
+/// The `mesh` layout at SF 0.1: customer and orders in a real PostgreSQL, nation and
+/// region on a second `meshql serve`, the rest in the lake.
+struct MeshLayout {
+    gateway: PathBuf,
+    env: Vec<(String, String)>,
+    _node: Server,
+    _pg: PgCluster,
+}
+
+fn mesh_layout() -> &'static MeshLayout {
+    static MESH: OnceLock<MeshLayout> = OnceLock::new();
+    MESH.get_or_init(|| {
+        let lake_mesh = lake();
+        let dir = lake_mesh.parent().expect("layout dir").to_path_buf();
+        let (gateway, node_mesh) = write_mesh_layout(&dir, 0.1).expect("mesh layout files");
+        let pg = PgCluster::start();
+        pg.psql("postgres", "CREATE DATABASE tpch");
+        // The file `meshql-tpch layout mesh` writes for users.
+        pg.psql_file("tpch", &dir.join("postgres.sql"));
+
+        let node = Server::start(&node_mesh, &[], &[]);
+        let env = vec![
+            ("TPCH_PG_PORT".to_string(), pg.port.to_string()),
+            ("TPCH_PG_USER".to_string(), "meshql".to_string()),
+            ("TPCH_PG_PASSWORD".to_string(), PG_PASSWORD.to_string()),
+            ("TPCH_NODE_URL".to_string(), node.url.clone()),
+        ];
+        MeshLayout {
+            gateway,
+            env,
+            _node: node,
+            _pg: pg,
+        }
+    })
 }
 
 /// A row as DataFusion's sqllogictest prints it: numbers (`R`) rounded to 12 decimals
@@ -99,14 +136,14 @@ fn mismatch(q: &AnswerFile, got: &[String]) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tpch_sf01_lake_embedded() {
-    let engine = MeshEngine::open(lake(), &meshql_connectors::default_connectors())
-        .await
-        .expect("the lake layout loads");
-    assert!(engine.problems().is_empty(), "{:?}", engine.problems());
+async fn embedded(how: &str, engine: MeshEngine) {
+    assert!(
+        engine.problems().is_empty(),
+        "{how}: {:?}",
+        engine.problems()
+    );
     let who = Identity::anonymous();
-    check_all("embedded", |sql| {
+    check_all(how, |sql| {
         let (engine, who) = (&engine, &who);
         async move { run(engine, who, &sql).await }
     })
@@ -114,10 +151,56 @@ async fn tpch_sf01_lake_embedded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_sf01_lake_embedded() {
+    let engine = MeshEngine::open(lake(), &meshql_connectors::default_connectors())
+        .await
+        .expect("the lake layout loads");
+    embedded("lake, embedded", engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf01_lake_over_flight_sql() {
-    let server = Server::start(lake(), &[], &[]);
+    over_flight_sql("lake, Flight SQL", Server::start(lake(), &[], &[])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_sf01_mesh_embedded() {
+    let layout = mesh_layout();
+    let env = layout.env.clone();
+    let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let spec = meshql_engine::config::load_mesh_with_env(&layout.gateway, &lookup)
+        .expect("the mesh layout loads");
+    let engine = MeshEngine::from_spec(spec, &meshql_connectors::default_connectors()).await;
+    // Q5 reads every domain: PostgreSQL and the node get statements of their own.
+    let q5 = &sf01_answers()[4];
+    let plan = run(
+        &engine,
+        &Identity::anonymous(),
+        &format!("EXPLAIN {}", qualify(&q5.sql, |t| port(t).to_string())),
+    )
+    .await
+    .expect("explain q5");
+    let text = format!("{plan:?}");
+    assert!(
+        text.contains("name=crm") && text.contains("name=geo_node") && text.contains("DeltaScan"),
+        "{text}"
+    );
+    embedded("mesh, embedded", engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_sf01_mesh_over_flight_sql() {
+    let layout = mesh_layout();
+    over_flight_sql(
+        "mesh, Flight SQL",
+        Server::start(&layout.gateway, &layout.env, &[]),
+    )
+    .await;
+}
+
+async fn over_flight_sql(how: &str, server: Server) {
     let client = server.client().await;
-    check_all("Flight SQL", |sql| {
+    check_all(how, |sql| {
         let mut client = client.clone();
         async move {
             let info = client.execute(sql, None).await.map_err(|e| e.to_string())?;

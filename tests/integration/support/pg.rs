@@ -154,6 +154,15 @@ impl PgCluster {
 
     /// Run SQL (psql script syntax, `\copy` included) in `db` as `meshql` over TCP.
     pub fn psql(&self, db: &str, script: &str) {
+        self.psql_with(db, &["-c", script], script);
+    }
+
+    /// Run a psql script file (statements and `\copy` lines) in `db`.
+    pub fn psql_file(&self, db: &str, file: &Path) {
+        self.psql_with(db, &["-f", path_str(file)], &file.display().to_string());
+    }
+
+    fn psql_with(&self, db: &str, input: &[&str], what: &str) {
         let psql = self.bin.join("psql");
         let out = Command::new(&psql)
             .args([
@@ -164,14 +173,15 @@ impl PgCluster {
                 "-U",
                 "meshql",
             ])
-            .args(["-d", db, "-v", "ON_ERROR_STOP=1", "-q", "-c", script])
+            .args(["-d", db, "-v", "ON_ERROR_STOP=1", "-q"])
+            .args(input)
             .env("PGPASSWORD", PG_PASSWORD)
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("run {}: {e}", psql.display()));
         assert!(
             out.status.success(),
-            "psql failed on {script}: {}",
+            "psql failed on {what}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }

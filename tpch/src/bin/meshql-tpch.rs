@@ -31,12 +31,13 @@ enum Command {
         /// Tables to write [default: all eight].
         tables: Vec<String>,
     },
-    /// Write a whole mesh layout into OUT: the data and its `mesh.yaml`, ready for
-    /// `meshql serve --config OUT/mesh.yaml`. Layout `lake`: every table a port of its
-    /// domain (sales: orders, lineitem as Delta; supply: part, partsupp, supplier;
-    /// customer: customer, nation, region).
+    /// Write a whole mesh layout into OUT: the data and its mesh files. `lake`: every
+    /// table a port of its domain (sales: orders, lineitem as Delta; supply: part,
+    /// partsupp, supplier; customer: customer, nation, region); serve OUT/mesh.yaml.
+    /// `mesh`: the same with customer and orders in PostgreSQL (load OUT/data/*.csv) and
+    /// nation and region on a second node (OUT/node/mesh.yaml); serve OUT/mesh-layout.yaml.
     Layout {
-        /// Only `lake` for now.
+        /// `lake` or `mesh`.
         #[arg(default_value = "lake")]
         name: String,
         #[arg(long, default_value_t = 1.0)]
@@ -63,13 +64,27 @@ async fn main() -> ExitCode {
             tables,
         } => (sf, format, out, tables),
         Command::Layout { name, sf, out } => {
-            if name != "lake" {
-                eprintln!("error: unknown layout `{name}` (layouts: lake)");
+            if name != "lake" && name != "mesh" {
+                eprintln!("error: unknown layout `{name}` (layouts: lake, mesh)");
                 return ExitCode::FAILURE;
             }
-            return match meshql_tpch::layout::write_lake(&out, sf).await {
-                Ok(mesh) => {
-                    println!("{}", mesh.display());
+            let written = match meshql_tpch::layout::write_lake(&out, sf).await {
+                Ok(lake) if name == "lake" => Ok(vec![lake]),
+                Ok(_) => meshql_tpch::layout::write_mesh_layout(&out, sf)
+                    .map(|(gateway, node)| vec![gateway, node]),
+                Err(e) => Err(e),
+            };
+            return match written {
+                Ok(files) => {
+                    for file in files {
+                        println!("{}", file.display());
+                    }
+                    if name == "mesh" {
+                        eprintln!(
+                            "next: `createdb tpch && psql -d tpch -f {0}/postgres.sql`, `meshql serve --config {0}/node/mesh.yaml --bind 127.0.0.1:50052`, then set TPCH_PG_PORT, TPCH_PG_USER, TPCH_PG_PASSWORD and TPCH_NODE_URL=grpc://127.0.0.1:50052 and serve {0}/mesh-layout.yaml",
+                            out.display()
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
