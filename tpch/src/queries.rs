@@ -64,6 +64,22 @@ fn parse(number: u8, text: &str) -> AnswerFile {
     }
 }
 
+/// The 22 queries for scale factor `sf`: the answer files' statements with Q11's
+/// fraction set as the specification says (0.0001 / SF).
+pub fn for_scale_factor(sf: f64) -> Vec<(u8, String)> {
+    sf01_answers()
+        .into_iter()
+        .map(|q| {
+            let sql = if q.number == 11 {
+                q.sql.replace("0.0001", &format!("{}", 0.0001 / sf))
+            } else {
+                q.sql
+            };
+            (q.number, sql)
+        })
+        .collect()
+}
+
 /// `sql` with each table name in a FROM list (after FROM, JOIN, or a comma in a FROM
 /// list; outside string literals) replaced by `port(table)`. Aliases and columns that
 /// share a table's name (`n_name as nation`) stay.

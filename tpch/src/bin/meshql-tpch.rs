@@ -31,6 +31,14 @@ enum Command {
         /// Tables to write [default: all eight].
         tables: Vec<String>,
     },
+    /// Write the 22 queries for scale factor SF: OUT/plain/qN.sql over bare table names
+    /// (for other engines) and OUT/mesh/qN.sql over the layouts' port names.
+    Queries {
+        #[arg(long, default_value_t = 1.0)]
+        sf: f64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write a whole mesh layout into OUT: the data and its mesh files. `lake`: every
     /// table a port of its domain (sales: orders, lineitem as Delta; supply: part,
     /// partsupp, supplier; customer: customer, nation, region); serve OUT/mesh.yaml.
@@ -63,6 +71,23 @@ async fn main() -> ExitCode {
             out,
             tables,
         } => (sf, format, out, tables),
+        Command::Queries { sf, out } => {
+            for (number, sql) in meshql_tpch::queries::for_scale_factor(sf) {
+                let mesh = meshql_tpch::queries::qualify(&sql, |t| {
+                    meshql_tpch::layout::port(t).to_string()
+                });
+                for (kind, text) in [("plain", sql), ("mesh", mesh)] {
+                    let dir = out.join(kind);
+                    let written = std::fs::create_dir_all(&dir)
+                        .and_then(|_| std::fs::write(dir.join(format!("q{number}.sql")), text));
+                    if let Err(e) = written {
+                        eprintln!("error: {}: {e}", dir.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            return ExitCode::SUCCESS;
+        }
         Command::Layout { name, sf, out } => {
             if name != "lake" && name != "mesh" {
                 eprintln!("error: unknown layout `{name}` (layouts: lake, mesh)");
