@@ -1,6 +1,7 @@
 //! Planning TPC-H queries through the mesh catalog: `session(identity)` + `plan(sql)` on
 //! the `lake` layout, open, and governed for a user under a row filter with a subquery
-//! and a mask (the catalog, the policy rewrite and DataFusion's optimizer; no execution).
+//! and a mask: parsing, the mesh catalog and the policy rewrite (DataFusion optimizes and
+//! plans physically when the statement runs, which this does not measure).
 //!
 //! `cargo bench --bench tpch_planning` (see benches/README.md).
 
