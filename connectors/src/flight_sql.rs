@@ -61,13 +61,13 @@ struct FlightSourceConfig {
     #[serde(default = "default_dialect")]
     dialect: DialectName,
     #[serde(
-        default = "default_connect_timeout",
+        default = "crate::remote_defaults::connect_timeout",
         deserialize_with = "number_or_string"
     )]
     connect_timeout_s: u64,
     /// Longest wait for the statement to be planned, or for its next batch.
     #[serde(
-        default = "default_query_timeout",
+        default = "crate::remote_defaults::query_timeout",
         deserialize_with = "number_or_string"
     )]
     query_timeout_s: u64,
@@ -77,23 +77,14 @@ struct FlightSourceConfig {
     delegation_secret: Option<String>,
     /// How long table schemas are kept before they are asked for again.
     #[serde(
-        default = "default_metadata_ttl",
+        default = "crate::remote_defaults::metadata_ttl",
         deserialize_with = "number_or_string"
     )]
     metadata_ttl_s: u64,
 }
 
-fn default_metadata_ttl() -> u64 {
-    300
-}
 fn default_dialect() -> DialectName {
     DialectName::Datafusion
-}
-fn default_connect_timeout() -> u64 {
-    5
-}
-fn default_query_timeout() -> u64 {
-    300
 }
 
 /// `table:` of a port: the table's name on the remote server.

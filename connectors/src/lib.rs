@@ -24,6 +24,8 @@ mod flight_sql;
 mod lake;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "postgres", feature = "flight-sql"))]
+mod remote_defaults;
 
 pub use lake::LakeConnector;
 

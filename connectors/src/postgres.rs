@@ -86,27 +86,24 @@ struct PgSourceConfig {
     pool_size: u32,
     /// Connecting, or waiting for a free pooled connection.
     #[serde(
-        default = "default_connect_timeout",
+        default = "crate::remote_defaults::connect_timeout",
         deserialize_with = "number_or_string"
     )]
     connect_timeout_s: u64,
     /// Longest wait for the next rows of a statement; also PostgreSQL's statement_timeout.
     #[serde(
-        default = "default_query_timeout",
+        default = "crate::remote_defaults::query_timeout",
         deserialize_with = "number_or_string"
     )]
     query_timeout_s: u64,
     /// How long table schemas and row counts are kept before they are asked for again.
     #[serde(
-        default = "default_metadata_ttl",
+        default = "crate::remote_defaults::metadata_ttl",
         deserialize_with = "number_or_string"
     )]
     metadata_ttl_s: u64,
 }
 
-fn default_metadata_ttl() -> u64 {
-    300
-}
 fn default_port() -> u16 {
     5432
 }
@@ -115,12 +112,6 @@ fn default_sslmode() -> SslMode {
 }
 fn default_pool_size() -> u32 {
     8
-}
-fn default_connect_timeout() -> u64 {
-    5
-}
-fn default_query_timeout() -> u64 {
-    300
 }
 
 /// `table:` of a port: `schema.table` (or `table`, in `public`).

@@ -77,11 +77,11 @@ pub async fn write_lake(dir: &Path, sf: f64) -> Result<PathBuf> {
 /// PostgreSQL tables of the `mesh` layout, for `psql`.
 pub const MESH_PG_SCHEMA: &str = "
 CREATE TABLE customer (
-  c_custkey bigint NOT NULL, c_name varchar(25) NOT NULL, c_address varchar(40) NOT NULL,
+  c_custkey bigint PRIMARY KEY, c_name varchar(25) NOT NULL, c_address varchar(40) NOT NULL,
   c_nationkey bigint NOT NULL, c_phone varchar(15) NOT NULL, c_acctbal numeric(15,2) NOT NULL,
   c_mktsegment varchar(10) NOT NULL, c_comment varchar(117) NOT NULL);
 CREATE TABLE orders (
-  o_orderkey bigint NOT NULL, o_custkey bigint NOT NULL, o_orderstatus varchar(1) NOT NULL,
+  o_orderkey bigint PRIMARY KEY, o_custkey bigint NOT NULL, o_orderstatus varchar(1) NOT NULL,
   o_totalprice numeric(15,2) NOT NULL, o_orderdate date NOT NULL,
   o_orderpriority varchar(15) NOT NULL, o_clerk varchar(15) NOT NULL,
   o_shippriority integer NOT NULL, o_comment varchar(79) NOT NULL);";

@@ -6,11 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::RecordBatch;
-use deltalake::protocol::SaveMode;
 use meshql_engine::{EngineOptions, Identity, MeshEngine};
 use meshql_tpch::generate::{Table, batches};
 use meshql_tpch::write;
-use url::Url;
 
 use super::fixture::{TEST_SF, copy_dir};
 use super::pg::{PG_PASSWORD, PgCluster};
@@ -45,7 +43,8 @@ impl Federation {
 
         let pg = PgCluster::start();
         pg.psql("postgres", "CREATE DATABASE crm");
-        pg.psql("crm", CRM_SCHEMA);
+        // The TPC-H mesh layout's customer and orders tables.
+        pg.psql("crm", meshql_tpch::layout::MESH_PG_SCHEMA);
         load(&pg, "customer", Table::Customer, dir.path());
         load(&pg, "orders", Table::Orders, dir.path());
         pg.psql("crm", TYPE_ZOO);
@@ -64,13 +63,9 @@ impl Federation {
             )
             .expect("parquet copy");
         }
-        let lineitem = data.join("lineitem");
-        std::fs::create_dir_all(&lineitem).expect("mkdir");
-        write::delta(
-            Url::from_directory_path(&lineitem).expect("absolute"),
+        write::delta_dir(
+            &data.join("lineitem"),
             batches(Table::LineItem, TEST_SF).collect(),
-            &[],
-            SaveMode::Overwrite,
         )
         .await
         .expect("lineitem");
@@ -171,17 +166,6 @@ pub async fn engines() -> (Arc<MeshEngine>, Arc<MeshEngine>) {
         Arc::new(f.engine(false).await),
     )
 }
-
-const CRM_SCHEMA: &str = "
-CREATE TABLE customer (
-  c_custkey bigint PRIMARY KEY, c_name varchar(25) NOT NULL, c_address varchar(40) NOT NULL,
-  c_nationkey bigint NOT NULL, c_phone varchar(15) NOT NULL, c_acctbal numeric(15,2) NOT NULL,
-  c_mktsegment varchar(10) NOT NULL, c_comment varchar(117) NOT NULL);
-CREATE TABLE orders (
-  o_orderkey bigint PRIMARY KEY, o_custkey bigint NOT NULL, o_orderstatus varchar(1) NOT NULL,
-  o_totalprice numeric(15,2) NOT NULL, o_orderdate date NOT NULL,
-  o_orderpriority varchar(15) NOT NULL, o_clerk varchar(15) NOT NULL, o_shippriority integer NOT NULL,
-  o_comment varchar(79) NOT NULL);";
 
 /// One row of every mapped type, and one column of a type that has no mapping.
 const TYPE_ZOO: &str = "
