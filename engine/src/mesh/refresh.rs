@@ -155,6 +155,11 @@ pub fn refresh_call(sql: &str) -> Option<Result<Option<String>, String>> {
     use datafusion::sql::sqlparser::ast::{
         Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Statement as SqlStatement, Value,
     };
+    // Every statement passes here: only a CALL is parsed a second time.
+    let head = sql.trim_start().get(..4)?;
+    if !head.eq_ignore_ascii_case("call") {
+        return None;
+    }
     let statements = Vec::from(DFParser::parse_sql(sql).ok()?);
     let [Statement::Statement(statement)] = statements.as_slice() else {
         return None;
