@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use url::Url;
 
+use crate::delta_files::{DeltaFilesTable, plain_files};
 use crate::lake::LakeSource;
 
 /// `options:` of a Delta port.
@@ -74,12 +75,23 @@ pub(crate) async fn open(
     table
         .update_datafusion_session(state)
         .map_err(|e| ConnectorError::new(format!("cannot register the table's storage: {e}")))?;
-    table.table_provider().await.map_err(|e| {
+    let provider = table.table_provider().await.map_err(|e| {
         ConnectorError::new(format!(
             "cannot read Delta table `{path}`: {}",
             e.strip_backtrace()
         ))
-    })
+    })?;
+    match plain_files(&table) {
+        Ok(files) => Ok(Arc::new(DeltaFilesTable::new(
+            provider.schema(),
+            &table,
+            files,
+        ))),
+        Err(why) => {
+            tracing::debug!(path, %why, "Delta table scanned by deltalake");
+            Ok(provider)
+        }
+    }
 }
 
 fn load_error(

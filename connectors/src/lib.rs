@@ -5,6 +5,7 @@
 //! | `lake.rs` | sources `local` and `s3` (object stores); dispatches on the port's `format:` |
 //! | `files.rs` | formats `parquet`, `csv`, `json` (DataFusion listing tables) |
 //! | `delta.rs` | format `delta` (deltalake) |
+//! | `delta_files.rs` | a Delta snapshot of plain Parquet files, scanned as Parquet |
 //! | `postgres.rs` | source `postgres`: tables pushed down to as SQL |
 //! | `flight_sql.rs` | source `flight_sql`: another meshql node, or any Flight SQL server |
 //!
@@ -18,6 +19,8 @@ use meshql_engine::ConnectorRegistry;
 
 #[cfg(feature = "delta")]
 mod delta;
+#[cfg(feature = "delta")]
+mod delta_files;
 mod files;
 #[cfg(feature = "flight-sql")]
 mod flight_sql;

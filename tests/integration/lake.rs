@@ -224,3 +224,81 @@ async fn a_broken_port_fails_alone_and_names_itself() {
     );
     assert!(!batches[0].column(1).is_null(0));
 }
+
+/// A Delta snapshot of plain files is scanned as Parquet (no deltalake scan node, no
+/// file-id column); a partitioned one still goes through deltalake, which injects the
+/// partition values. Both answer the same, and both skip files.
+#[tokio::test]
+async fn delta_plain_and_partitioned_tables_answer_alike() {
+    use deltalake::protocol::SaveMode;
+    use meshql_tpch::generate::{Table, batches};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let part: Vec<RecordBatch> = batches(Table::Part, 0.01).collect();
+    let url = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(&path).expect("dir");
+        url::Url::from_directory_path(&path).expect("url")
+    };
+    meshql_tpch::write::delta(url("plain"), part.clone(), &[], SaveMode::Overwrite)
+        .await
+        .expect("plain");
+    meshql_tpch::write::delta(url("by_mfgr"), part, &["p_mfgr"], SaveMode::Overwrite)
+        .await
+        .expect("partitioned");
+    let mesh = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        "version: 1
+sources:
+  lake: { kind: local, root: . }
+domains:
+  supply:
+    products:
+      parts:
+        output_ports:
+          plain: { source: lake, format: delta, path: plain }
+          by_mfgr: { source: lake, format: delta, path: by_mfgr }
+",
+    )
+    .expect("mesh");
+    let engine = MeshEngine::open(&mesh, &meshql_connectors::default_connectors())
+        .await
+        .expect("engine");
+
+    let query = |port: &str| {
+        format!(
+            "SELECT p_mfgr, count(*) AS parts, sum(p_retailprice) AS price FROM supply.parts.{port}
+             WHERE p_size < 10 GROUP BY p_mfgr ORDER BY p_mfgr"
+        )
+    };
+    let rows = |batches: Vec<RecordBatch>| {
+        arrow::util::pretty::pretty_format_batches(&batches)
+            .expect("format")
+            .to_string()
+    };
+    let plain = rows(collect(&engine, &query("plain")).await);
+    let partitioned = rows(collect(&engine, &query("by_mfgr")).await);
+    assert_eq!(plain, partitioned);
+    assert_eq!(plain.matches("Manufacturer#").count(), 5, "{plain}");
+
+    let plan = physical_plan(&engine, &query("plain")).await;
+    assert!(
+        plan.contains("DataSourceExec") && !plan.contains("DeltaScan"),
+        "a plain snapshot should be scanned as Parquet:\n{plan}"
+    );
+    assert!(!plan.contains("__delta_rs_file_id__"), "{plan}");
+    let plan = physical_plan(&engine, &query("by_mfgr")).await;
+    assert!(
+        plan.contains("DeltaScan"),
+        "a partitioned table needs deltalake's scan:\n{plan}"
+    );
+    // Partition values skip files (plain tables skip them by footer statistics:
+    // delta_time_travel_and_file_skipping).
+    let one_mfgr = physical_plan(
+        &engine,
+        "SELECT p_name FROM supply.parts.by_mfgr WHERE p_mfgr = 'Manufacturer#1'",
+    )
+    .await;
+    assert_eq!(one_mfgr.matches(".parquet").count(), 1, "{one_mfgr}");
+}
