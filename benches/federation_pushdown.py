@@ -29,7 +29,6 @@ import pathlib
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -37,9 +36,7 @@ import time
 
 import adbc_driver_flightsql.dbapi as flightsql
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/meshql/target"))
-PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
+from support import ROOT, TARGET, Postgres, serve
 
 SCHEMA = """
 CREATE TABLE lineitem (
@@ -86,17 +83,6 @@ CONFIGS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def as_postgres(cmd: list) -> list:
-    """PostgreSQL refuses to run as root."""
-    return ["runuser", "-u", "postgres", "--"] + cmd if os.geteuid() == 0 else cmd
-
-
 def generate(tpch: pathlib.Path, sf: float, data: pathlib.Path) -> None:
     stamp = data / "complete"
     if stamp.exists():
@@ -109,34 +95,16 @@ def generate(tpch: pathlib.Path, sf: float, data: pathlib.Path) -> None:
     print(f"generated SF{sf} in {time.time() - t0:.0f}s")
 
 
-class Postgres:
-    def __init__(self, data: pathlib.Path):
-        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="meshql-bench-pg-"))
-        os.chmod(self.dir, 0o777)
-        self.port = free_port()
-        cluster = self.dir / "cluster"
-        subprocess.run(as_postgres([PG_BIN / "initdb", "-D", cluster, "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
-                       check=True, stdout=subprocess.DEVNULL)
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c shared_buffers=1GB -c max_parallel_workers_per_gather=2"
-        subprocess.run(as_postgres([PG_BIN / "pg_ctl", "-D", cluster, "-o", opts, "-l", self.dir / "log", "-w", "start"]),
-                       check=True, stdout=subprocess.DEVNULL)
-        self.cluster = cluster
-        t0 = time.time()
-        self.psql("postgres", "CREATE DATABASE tpch")
-        self.psql("tpch", SCHEMA)
-        for table in ["customer", "lineitem"]:
-            self.psql("tpch", f"\\copy {table} FROM '{data / (table + '.csv')}' WITH (FORMAT csv, HEADER true)")
-        self.psql("tpch", "ANALYZE")
-        print(f"loaded PostgreSQL in {time.time() - t0:.0f}s")
-
-    def psql(self, db: str, script: str) -> None:
-        subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                        "-d", db, "-c", script], check=True, stdout=subprocess.DEVNULL)
-
-    def stop(self) -> None:
-        subprocess.run(as_postgres([PG_BIN / "pg_ctl", "-D", self.cluster, "-m", "immediate", "stop"]),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(self.dir, ignore_errors=True)
+def start_postgres(data: pathlib.Path) -> Postgres:
+    pg = Postgres()
+    t0 = time.time()
+    pg.psql("postgres", "CREATE DATABASE tpch")
+    pg.psql("tpch", SCHEMA)
+    for table in ["customer", "lineitem"]:
+        pg.psql("tpch", f"\\copy {table} FROM '{data / (table + '.csv')}' WITH (FORMAT csv, HEADER true)")
+    pg.psql("tpch", "ANALYZE")
+    print(f"loaded PostgreSQL in {time.time() - t0:.0f}s")
+    return pg
 
 
 def write_mesh(path: pathlib.Path, pg: Postgres, data: pathlib.Path) -> None:
@@ -156,15 +124,6 @@ domains:
         output_ports:
           orders: {{ source: lake, format: delta, path: orders }}
 """)
-
-
-def serve(binary: pathlib.Path, mesh: pathlib.Path, flags: list):
-    proc = subprocess.Popen([binary, "serve", "--config", mesh, "--bind", "127.0.0.1:0", *flags],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "MESHQL_LOG": "warn"})
-    for line in proc.stdout:
-        if line.startswith("listening on "):
-            return proc, line.split("listening on ", 1)[1].strip()
-    raise SystemExit(f"meshql serve exited: {proc.wait()}")
 
 
 UNITS = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
@@ -213,7 +172,7 @@ def main() -> None:
             raise SystemExit(f"{b} is missing: cargo build --release --workspace --bins")
     data = args.data or pathlib.Path.home() / f".cache/meshql/bench/federation-sf{args.sf:g}"
     generate(args.tpch, args.sf, data)
-    pg = Postgres(data)
+    pg = start_postgres(data)
     results = {}
     try:
         work = pathlib.Path(tempfile.mkdtemp(prefix="meshql-bench-"))

@@ -4,19 +4,26 @@
 On the same files (the `lake` layout of `meshql-tpch`: Parquet, orders and lineitem as
 Delta), per query, alternating engines run by run so machine drift cancels out:
 
-  meshql-flight   `meshql serve` over Flight SQL, an ADBC client fetching every row
-  datafusion      DataFusion directly (Python bindings), in a worker process
-  duckdb          DuckDB (`read_parquet`), in a worker process
-  roapi           ROAPI over Flight SQL, an ADBC client fetching every row
+  meshql-flight    `meshql serve` over Flight SQL, an ADBC client fetching every row
+  meshql-embedded  meshql's embedded engine (`meshql-tpch run --worker`), no client
+  meshql-mesh      the `mesh` layout over Flight SQL: customer and orders in a real
+                   PostgreSQL (a temp cluster), nation and region on a second meshql node
+  datafusion       DataFusion directly (Python bindings), in a worker process
+  duckdb           DuckDB (`read_parquet`), in a worker process
+  roapi            ROAPI over Flight SQL, an ADBC client fetching every row
 
 Reports the median of N runs per query, totals, ratios of meshql to each peer, and each
-process's peak RSS; writes JSON and a PNG chart to benches/results/. Figures only.
+process's peak RSS. Then streams the whole of lineitem (`SELECT *`) through meshql and
+ROAPI to an ADBC client reading batch by batch, each from a freshly started server:
+rows/s, MB/s of Arrow, and the server's peak RSS. Writes JSON and a PNG chart to
+benches/results/. Figures only.
 
-    python benches/tpch.py [--sf 1] [--runs 3] [--engines meshql-flight,duckdb,...]
+    python benches/tpch.py [--sf 1] [--runs 3] [--engines meshql-flight,duckdb,...] [--no-stream]
 
-Needs a release build (`cargo build --release --workspace --bins`) and Python packages:
-`pip install -r benches/requirements.txt` (pinned: ADBC, pyarrow, DuckDB, DataFusion,
-ROAPI, matplotlib).
+Needs a release build (`cargo build --release --workspace --bins`), Python packages
+(`pip install -r benches/requirements.txt`: ADBC, pyarrow, DuckDB, DataFusion, ROAPI,
+matplotlib) and, for `meshql-mesh`, PostgreSQL server binaries and psql
+(`apt-get install postgresql postgresql-client`).
 """
 
 import argparse
@@ -25,14 +32,14 @@ import json
 import os
 import pathlib
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/meshql/target"))
+from support import ROOT, TARGET, Postgres, free_port, peak_rss_mb, serve, wait_for_port
+
+ENGINES = ["meshql-flight", "meshql-embedded", "meshql-mesh", "datafusion", "duckdb", "roapi"]
 TABLES = ["nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem"]
 DELTA = {"orders", "lineitem"}
 
@@ -83,10 +90,15 @@ def worker(engine: str, data: pathlib.Path) -> None:
 
 
 class Worker:
-    def __init__(self, engine: str, data: pathlib.Path):
-        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", engine, "--data", str(data)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert json.loads(self.proc.stdout.readline())["ready"]
+    """A process answering one JSON statement per line (the Python peers, meshql-tpch run)."""
+
+    def __init__(self, cmd: list, env: dict = None):
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, "MESHQL_LOG": "error", **(env or {})})
+        line = self.proc.stdout.readline()
+        if not line or not json.loads(line).get("ready"):
+            raise SystemExit(f"{cmd[0]} did not start: {self.proc.wait()}")
+        self.pids = [self.proc.pid]
 
     def run(self, sql: str) -> dict:
         self.proc.stdin.write(json.dumps({"sql": sql}) + "\n")
@@ -100,34 +112,16 @@ class Worker:
 
 # ---------------------------------------------------------------- Flight SQL servers
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class FlightClient:
+    """An ADBC connection to a Flight SQL server; stops `procs` (the server first) at the end."""
 
-
-class FlightServer:
-    def __init__(self, cmd: list, url: str = None):
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     env={**os.environ, "MESHQL_LOG": "error", "RUST_LOG": "error"})
-        if url is None:  # meshql prints where it listens
-            for line in self.proc.stdout:
-                if line.startswith("listening on "):
-                    url = line.split("listening on ", 1)[1].strip()
-                    break
-            else:
-                raise SystemExit(f"{cmd[0]} exited: {self.proc.wait()}")
-        else:  # wait for the port
-            host, port = url.split("//")[1].split(":")
-            for _ in range(300):
-                try:
-                    socket.create_connection((host, int(port)), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+    def __init__(self, url: str, procs: list, cleanup=None):
         import adbc_driver_flightsql.dbapi as flightsql
 
         self.conn = flightsql.connect(url)
+        self.procs = procs
+        self.pids = [p.pid for p in procs]
+        self.cleanup = cleanup
 
     def run(self, sql: str) -> dict:
         t0 = time.perf_counter()
@@ -139,32 +133,69 @@ class FlightServer:
         except Exception as e:
             return {"error": str(e).splitlines()[0]}
 
+    def stream(self, sql: str) -> dict:
+        """Read the result batch by batch, keeping none: seconds, rows, Arrow bytes."""
+        t0 = time.perf_counter()
+        rows = nbytes = 0
+        with self.conn.cursor() as cur:
+            cur.execute(sql)
+            for batch in cur.fetch_record_batch():
+                rows += batch.num_rows
+                nbytes += batch.nbytes
+        return {"seconds": time.perf_counter() - t0, "rows": rows, "bytes": nbytes}
+
     def stop(self) -> None:
         self.conn.close()
-        self.proc.terminate()
-        self.proc.wait()
+        for p in self.procs:
+            p.terminate()
+            p.wait()
+        if self.cleanup:
+            self.cleanup()
 
 
-def peak_rss_mb(pid: int) -> float:
+def roapi(args, data: pathlib.Path, tables: list) -> FlightClient:
+    port = free_port()
+    cmd = [args.roapi, "--addr-flight-sql", f"127.0.0.1:{port}", "-a", f"127.0.0.1:{free_port()}",
+           "-p", f"127.0.0.1:{free_port()}"]
+    for t in tables:
+        cmd += ["-t", f"{t}={data / t},format=delta" if t in DELTA else f"{t}={data / (t + '.parquet')}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "RUST_LOG": "error"})
+    wait_for_port(f"grpc://127.0.0.1:{port}", 300)
+    return FlightClient(f"grpc://127.0.0.1:{port}", [proc])
+
+
+def mesh_layout(args, layout: pathlib.Path) -> FlightClient:
+    """PostgreSQL loaded with customer and orders, the geo node, and the gateway."""
+    t0 = time.time()
+    pg = Postgres()
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+        pg.psql("postgres", "CREATE DATABASE tpch")
+        pg.psql("tpch", file=layout / "postgres.sql")
+        node, node_url = serve(args.binary, layout / "node/mesh.yaml")
+        env = {"TPCH_PG_PORT": str(pg.port), "TPCH_PG_USER": "postgres", "TPCH_PG_PASSWORD": "unused",
+               "TPCH_NODE_URL": node_url}
+        gateway, url = serve(args.binary, layout / "mesh-layout.yaml", env=env)
+    except BaseException:
+        pg.stop()
+        raise
+    print(f"mesh layout: PostgreSQL loaded and two nodes up in {time.time() - t0:.0f}s", flush=True)
+    client = FlightClient(url, [gateway, node], cleanup=pg.stop)
+    client.pids.append(pg.pid())
+    return client
 
 
 # ---------------------------------------------------------------- the run
 
-def prepare(args) -> tuple:
+def prepare(args, engines: list) -> tuple:
     data_dir = args.data or pathlib.Path.home() / f".cache/meshql/bench/tpch-sf{args.sf:g}"
-    if not (data_dir / "mesh.yaml").exists():
+    layout = "mesh" if "meshql-mesh" in engines else "lake"
+    done = data_dir / ("mesh-layout.yaml" if layout == "mesh" else "mesh.yaml")
+    if not done.exists():
         t0 = time.time()
-        subprocess.run([args.tpch, "layout", "lake", "--sf", str(args.sf), "--out", data_dir], check=True,
+        subprocess.run([args.tpch, "layout", layout, "--sf", str(args.sf), "--out", data_dir], check=True,
                        stdout=subprocess.DEVNULL)
-        print(f"generated SF{args.sf:g} in {time.time() - t0:.0f}s")
+        print(f"generated SF{args.sf:g} ({layout} layout) in {time.time() - t0:.0f}s")
     queries = data_dir / "queries"
     subprocess.run([args.tpch, "queries", "--sf", str(args.sf), "--out", queries], check=True)
     load = lambda kind, n: (queries / kind / f"q{n}.sql").read_text()
@@ -172,18 +203,48 @@ def prepare(args) -> tuple:
 
 
 def start(engine: str, args, layout: pathlib.Path):
-    """`layout`: the lake layout's directory (mesh.yaml, data/)."""
+    """`layout`: the layouts' directory (mesh.yaml, mesh-layout.yaml, data/)."""
     data = layout / "data"
     if engine == "meshql-flight":
-        return FlightServer([args.binary, "serve", "--config", layout / "mesh.yaml", "--bind", "127.0.0.1:0"])
+        proc, url = serve(args.binary, layout / "mesh.yaml")
+        return FlightClient(url, [proc])
+    if engine == "meshql-embedded":
+        return Worker([args.tpch, "run", "--worker", "--sf", str(args.sf), "--config", layout / "mesh.yaml"])
+    if engine == "meshql-mesh":
+        return mesh_layout(args, layout)
     if engine == "roapi":
-        port = free_port()
-        cmd = [args.roapi, "--addr-flight-sql", f"127.0.0.1:{port}", "-a", f"127.0.0.1:{free_port()}",
-               "-p", f"127.0.0.1:{free_port()}"]
-        for t in TABLES:
-            cmd += ["-t", f"{t}={data / t},format=delta" if t in DELTA else f"{t}={data / (t + '.parquet')}"]
-        return FlightServer(cmd, f"grpc://127.0.0.1:{port}")
-    return Worker(engine, data)
+        return roapi(args, data, TABLES)
+    return Worker([sys.executable, __file__, "--worker", engine, "--data", str(data)])
+
+
+def stream_lineitem(args, layout: pathlib.Path, engines: list) -> dict:
+    """`SELECT *` of lineitem from a fresh server per run, alternating engines."""
+    runs = {e: [] for e in engines}
+    for _ in range(args.runs):
+        for e in engines:
+            if e == "meshql-flight":
+                proc, url = serve(args.binary, layout / "mesh.yaml")
+                server, sql = FlightClient(url, [proc]), "SELECT * FROM sales.orders.lineitem"
+            else:
+                server, sql = roapi(args, layout / "data", ["lineitem"]), "SELECT * FROM lineitem"
+            try:
+                before = peak_rss_mb(server.pids[0])
+                out = server.stream(sql)
+                out["peak_rss_mb"] = peak_rss_mb(server.pids[0])
+                out["rss_before_mb"] = before
+            finally:
+                server.stop()
+            runs[e].append(out)
+            print(f"stream {e:14} {out['rows'] / out['seconds'] / 1e6:6.2f} M rows/s  "
+                  f"{out['bytes'] / out['seconds'] / 1e6:7.0f} MB/s  peak RSS {out['peak_rss_mb']:.0f} MB", flush=True)
+    result = {}
+    for e, outs in runs.items():
+        seconds = statistics.median(o["seconds"] for o in outs)
+        result[e] = {"median_s": seconds, "rows": outs[0]["rows"], "bytes": outs[0]["bytes"],
+                     "rows_per_s": outs[0]["rows"] / seconds, "mb_per_s": outs[0]["bytes"] / seconds / 1e6,
+                     "peak_rss_mb": max(o["peak_rss_mb"] for o in outs),
+                     "rss_before_mb": max(o["rss_before_mb"] for o in outs), "runs": [o["seconds"] for o in outs]}
+    return result
 
 
 def chart(results: dict, engines: list, path: pathlib.Path, title: str) -> None:
@@ -211,7 +272,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sf", type=float, default=1.0)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--engines", default="meshql-flight,datafusion,duckdb,roapi")
+    ap.add_argument("--engines", default=",".join(ENGINES), help=f"any of {','.join(ENGINES)}")
+    ap.add_argument("--no-stream", action="store_true", help="skip streaming lineitem")
     ap.add_argument("--binary", type=pathlib.Path, default=TARGET / "release/meshql")
     ap.add_argument("--tpch", type=pathlib.Path, default=TARGET / "release/meshql-tpch")
     ap.add_argument("--roapi", default=str(pathlib.Path(sys.executable).parent / "roapi"))
@@ -224,12 +286,17 @@ def main() -> None:
         if not pathlib.Path(b).exists():
             raise SystemExit(f"{b} is missing: cargo build --release --workspace --bins")
     engines = args.engines.split(",")
-    data, queries = prepare(args)
-    running = {e: start(e, args, data) for e in engines}
-    times = {e: {n: [] for n in queries} for e in engines}
-    errors = {e: {} for e in engines}
-    rows = {e: {} for e in engines}
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        raise SystemExit(f"unknown engines {sorted(unknown)}; known: {', '.join(ENGINES)}")
+    data, queries = prepare(args, engines)
+    running = {}
     try:
+        for e in engines:
+            running[e] = start(e, args, data)
+        times = {e: {n: [] for n in queries} for e in engines}
+        errors = {e: {} for e in engines}
+        rows = {e: {} for e in engines}
         for n, q in queries.items():
             # One warm-up, then runs alternating engines.
             for r in range(args.runs + 1):
@@ -244,17 +311,22 @@ def main() -> None:
                 f"{e} {statistics.median(times[e][n]):.3f}s" if times[e][n] else f"{e} error"
                 for e in engines)
             print(f"Q{n:<2} {line}", flush=True)
-        rss = {e: peak_rss_mb(running[e].proc.pid) for e in engines}
+        # The first process is the engine's (for meshql-mesh, the gateway); others are
+        # helpers (the geo node, PostgreSQL's postmaster).
+        rss = {e: [peak_rss_mb(pid) for pid in running[e].pids] for e in engines}
     finally:
         for server in running.values():
             server.stop()
+    streamed = [e for e in ("meshql-flight", "roapi") if e in engines]
+    stream = {} if args.no_stream or not streamed else stream_lineitem(args, data, streamed)
 
     results = {}
     for e in engines:
         medians = {str(n): {"median_s": statistics.median(t), "runs": t, "rows": rows[e][n]}
                    for n, t in times[e].items() if t}
         results[e] = {"queries": medians, "errors": {str(n): m for n, m in errors[e].items()},
-                      "total_s": sum(m["median_s"] for m in medians.values()), "peak_rss_mb": rss[e]}
+                      "total_s": sum(m["median_s"] for m in medians.values()), "peak_rss_mb": rss[e][0],
+                      "helper_peak_rss_mb": rss[e][1:]}
     # Rows must agree with the first engine that answered (a cheap cross-check).
     for n in queries:
         counts = {e: rows[e].get(n) for e in engines if n in rows[e]}
@@ -264,7 +336,7 @@ def main() -> None:
     answered_by_all = [str(n) for n in queries if all(str(n) in results[e]["queries"] for e in engines)]
     print(f"\nTPC-H SF{args.sf:g}, median of {args.runs} (after one warm-up), {os.cpu_count()} cores, "
           f"{platform.platform()}")
-    base = "meshql-flight" if "meshql-flight" in engines else engines[0]
+    base = next((e for e in engines if e.startswith("meshql")), engines[0])
     print(f"| engine | total, 22 queries | total where every engine answered | {base} time ÷ this | peak RSS | failed |")
     print("|---|---|---|---|---|---|")
     common = {e: sum(results[e]["queries"][n]["median_s"] for n in answered_by_all) for e in engines}
@@ -272,17 +344,29 @@ def main() -> None:
         r = results[e]
         failed = ", ".join(f"Q{n}" for n in sorted(r["errors"], key=int)) or "-"
         ratio = common[base] / common[e] if common[e] else float("nan")
+        helpers = f" (+ {', '.join(f'{m:.0f}' for m in r['helper_peak_rss_mb'])} MB helpers)" \
+            if r["helper_peak_rss_mb"] else ""
         print(f"| {e} | {r['total_s']:.2f} s | {common[e]:.2f} s ({len(answered_by_all)} queries) | "
-              f"{ratio:.2f} | {r['peak_rss_mb']:.0f} MB | {failed} |")
+              f"{ratio:.2f} | {r['peak_rss_mb']:.0f} MB{helpers} | {failed} |")
     for e in engines:
         for n, m in sorted(results[e]["errors"].items(), key=lambda kv: int(kv[0])):
             print(f"  {e} Q{n}: {m[:160]}")
+    if stream:
+        print(f"\nStreaming lineitem (SELECT *, {next(iter(stream.values()))['rows']:,} rows) to an ADBC client "
+              f"reading batch by batch, fresh server per run, median of {args.runs}")
+        print("| server | time | rows/s | MB/s (Arrow) | server peak RSS (at start) |")
+        print("|---|---|---|---|---|")
+        for e, r in stream.items():
+            print(f"| {e} | {r['median_s']:.2f} s | {r['rows_per_s'] / 1e6:.2f} M | {r['mb_per_s']:.0f} | "
+                  f"{r['peak_rss_mb']:.0f} MB ({r['rss_before_mb']:.0f} MB) |")
+        if len(stream) == 2:
+            print(f"meshql / ROAPI throughput: {stream['meshql-flight']['rows_per_s'] / stream['roapi']['rows_per_s']:.2f}x")
     out = ROOT / "benches/results"
     out.mkdir(parents=True, exist_ok=True)
     stem = f"tpch-sf{args.sf:g}-{time.strftime('%Y%m%d-%H%M%S')}"
     (out / f"{stem}.json").write_text(json.dumps(
         {"sf": args.sf, "runs": args.runs, "cores": os.cpu_count(), "platform": platform.platform(),
-         "results": results}, indent=2))
+         "results": results, "stream_lineitem": stream}, indent=2))
     chart(results, engines, out / f"{stem}.png", f"TPC-H SF{args.sf:g}, {os.cpu_count()} cores")
     print(f"\nwrote {out / stem}.json and .png")
 

@@ -1,8 +1,10 @@
-//! `meshql-tpch generate`: TPC-H tables as Parquet, CSV or Delta, for benchmarks and
-//! for loading into other systems (PostgreSQL's `\copy` reads the CSV).
+//! `meshql-tpch`: TPC-H data, queries and mesh layouts for meshql benchmarks (`generate`,
+//! `queries`, `layout`), and the queries on the embedded engine (`run`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use meshql_tpch::generate::{Table, batches};
@@ -44,6 +46,21 @@ enum Command {
     /// partsupp, supplier; customer: customer, nation, region); serve OUT/mesh.yaml.
     /// `mesh`: the same with customer and orders in PostgreSQL (load OUT/data/*.csv) and
     /// nation and region on a second node (OUT/node/mesh.yaml); serve OUT/mesh-layout.yaml.
+    /// Run the 22 queries on meshql's embedded engine over a layout's mesh file (one
+    /// warm-up, then the median of RUNS per query). `--worker` instead answers statements
+    /// read from stdin as JSON lines (for benches/tpch.py).
+    Run {
+        /// The mesh file, e.g. OUT/mesh.yaml of `layout lake`.
+        #[arg(long)]
+        config: PathBuf,
+        /// Scale factor of the data (sets Q11's fraction).
+        #[arg(long, default_value_t = 1.0)]
+        sf: f64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, hide = true)]
+        worker: bool,
+    },
     Layout {
         /// `lake` or `mesh`.
         #[arg(default_value = "lake")]
@@ -88,6 +105,12 @@ async fn main() -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
+        Command::Run {
+            config,
+            sf,
+            runs,
+            worker,
+        } => return run::run(&config, sf, runs, worker).await,
         Command::Layout { name, sf, out } => {
             if name != "lake" && name != "mesh" {
                 eprintln!("error: unknown layout `{name}` (layouts: lake, mesh)");
