@@ -44,10 +44,31 @@ TABLES = ["nation", "region", "part", "supplier", "partsupp", "customer", "order
 DELTA = {"orders", "lineitem"}
 
 
+def delta_live_files(table_dir: pathlib.Path) -> set:
+    """The files of a Delta table's latest version, replayed from its JSON commits."""
+    if list((table_dir / "_delta_log").glob("*.checkpoint*.parquet")):
+        raise SystemExit(f"{table_dir}: a checkpointed Delta log; regenerate with `meshql-tpch layout`")
+    live = set()
+    for commit in sorted((table_dir / "_delta_log").glob("*.json")):
+        for line in commit.read_text().splitlines():
+            action = json.loads(line)
+            if "add" in action:
+                live.add(action["add"]["path"])
+            elif "remove" in action:
+                live.discard(action["remove"]["path"])
+    return live
+
+
 def parquet_files(data: pathlib.Path, table: str) -> list:
-    """The Parquet files behind a table (a Delta table written in one commit: all its files)."""
+    """The Parquet files behind a table. The peers read a Delta table's directory as
+    Parquet, so every file there must be live: stale files would be read twice."""
     if table in DELTA:
-        return sorted(glob.glob(str(data / table / "*.parquet")))
+        files = sorted(glob.glob(str(data / table / "*.parquet")))
+        stale = {pathlib.Path(f).name for f in files} - delta_live_files(data / table)
+        if stale:
+            raise SystemExit(f"{data / table} holds files its Delta log removed ({', '.join(sorted(stale))}): "
+                             f"other engines would read them; delete the directory's layout and rerun")
+        return files
     return [str(data / f"{table}.parquet")]
 
 
@@ -72,7 +93,8 @@ def worker(engine: str, data: pathlib.Path) -> None:
 
         ctx = datafusion.SessionContext()
         for t in TABLES:
-            path = str(data / t) if t in DELTA else parquet_files(data, t)[0]
+            files = parquet_files(data, t)
+            path = str(data / t) if t in DELTA else files[0]
             ctx.register_parquet(t, path)
 
         def run(sql):
@@ -116,7 +138,12 @@ class FlightClient:
     """An ADBC connection to a Flight SQL server; stops `procs` (the server first) at the end."""
 
     def __init__(self, url: str, procs: list, cleanup=None):
+        import warnings
+
         import adbc_driver_flightsql.dbapi as flightsql
+
+        # Flight SQL has no transactions; the DB-API wrapper warns on every connect.
+        warnings.filterwarnings("ignore", message="Cannot disable autocommit")
 
         self.conn = flightsql.connect(url)
         self.procs = procs
@@ -196,6 +223,8 @@ def prepare(args, engines: list) -> tuple:
         subprocess.run([args.tpch, "layout", layout, "--sf", str(args.sf), "--out", data_dir], check=True,
                        stdout=subprocess.DEVNULL)
         print(f"generated SF{args.sf:g} ({layout} layout) in {time.time() - t0:.0f}s")
+    for t in DELTA:  # fails on stale files before any engine starts
+        parquet_files(data_dir / "data", t)
     queries = data_dir / "queries"
     subprocess.run([args.tpch, "queries", "--sf", str(args.sf), "--out", queries], check=True)
     load = lambda kind, n: (queries / kind / f"q{n}.sql").read_text()

@@ -116,9 +116,14 @@ pub async fn delta(
     write.await.map_err(derr)
 }
 
-/// Write `batches` as a new Delta table in the local directory `dir` (replacing any
-/// table there).
+/// Write `batches` as a new Delta table in the local directory `dir`, replacing whatever
+/// is there. The directory is removed first: an overwrite would keep the old files on
+/// disk, and engines that read the directory as Parquet (benches/tpch.py's peers) would
+/// read both versions.
 pub async fn delta_dir(dir: &Path, batches: Vec<RecordBatch>) -> Result<DeltaTable> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io(dir))?;
+    }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let absolute = std::path::absolute(dir).map_err(io(dir))?;
     let url = Url::from_directory_path(&absolute).map_err(|()| Error::Io {

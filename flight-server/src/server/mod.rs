@@ -21,6 +21,7 @@ use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 
 pub use auth::{Authenticator, Identity};
 pub use service::MeshFlightSqlService;
+pub use statement::{client_schema, encode};
 
 /// Largest message a client may send (DoPut parameters): tonic's 4 MiB default is too small.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;

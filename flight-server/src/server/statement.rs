@@ -231,19 +231,28 @@ pub async fn execute(
         bytes: 0,
         outcome: "cancelled",
     };
-    let batch_schema = Arc::clone(&schema);
     let batches = stream
         .map_err(|e| FlightError::Tonic(Box::new(df_status(e))))
-        .and_then(move |b| futures::future::ready(to_client_batch(b, &batch_schema)))
         .inspect(move |b| log.observe(b));
-    let flight = FlightDataEncoderBuilder::new()
+    Ok(encode(schema, batches))
+}
+
+/// The Flight encoding of a result (benches/flight_encoding.rs measures it): batches
+/// cast to the client schema of [`client_schema`], then IPC-encoded as Flight data.
+pub fn encode(
+    schema: SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
+) -> impl Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static {
+    let batch_schema = Arc::clone(&schema);
+    let batches =
+        batches.and_then(move |b| futures::future::ready(to_client_batch(b, &batch_schema)));
+    FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .build(batches)
         .map_err(|e| match e {
             FlightError::Tonic(status) => *status,
             other => Status::internal(other.to_string()),
-        });
-    Ok(flight)
+        })
 }
 
 /// The structured log line of one query, written when the result stream ends or is dropped.

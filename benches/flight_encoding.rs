@@ -1,0 +1,86 @@
+//! The Flight encoding path of every result: batches cast to the types clients read
+//! (string views to strings), IPC-encoded into Flight data, and each message encoded as
+//! protobuf, as tonic does before writing it to the socket. TPC-H lineitem (SF 0.1, 8192
+//! rows per batch), with strings as views (what Parquet scans produce) and as plain
+//! strings (no cast needed). Criterion reports batches per second.
+//!
+//! `cargo bench --bench flight_encoding` (see benches/README.md).
+
+// A benchmark, like a test, should stop at the first failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use futures::StreamExt;
+use meshql_flight_server::server::{client_schema, encode};
+use meshql_tpch::generate::{Table, batches};
+use prost::Message;
+
+/// The batches with every string column as `Utf8View`.
+fn as_views(batches: &[RecordBatch]) -> Vec<RecordBatch> {
+    let schema = batches[0].schema();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let view_schema = Arc::new(Schema::new(fields));
+    batches
+        .iter()
+        .map(|b| {
+            let columns: Vec<ArrayRef> = b
+                .columns()
+                .iter()
+                .zip(view_schema.fields())
+                .map(|(c, f)| cast(c, f.data_type()).unwrap())
+                .collect();
+            RecordBatch::try_new(Arc::clone(&view_schema), columns).unwrap()
+        })
+        .collect()
+}
+
+/// Encode all batches as a server would send them: (messages, protobuf bytes).
+async fn encode_all(batches: &[RecordBatch]) -> (usize, usize) {
+    let schema = client_schema(&batches[0].schema());
+    // The encoder owns its input, as a query's stream does.
+    let owned: Vec<RecordBatch> = batches.to_vec();
+    let input = futures::stream::iter(owned.into_iter().map(Ok));
+    let mut flight = Box::pin(encode(schema, input));
+    let (mut messages, mut bytes) = (0, 0);
+    while let Some(data) = flight.next().await {
+        bytes += data.unwrap().encode_to_vec().len();
+        messages += 1;
+    }
+    (messages, bytes)
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plain: Vec<RecordBatch> = batches(Table::LineItem, 0.1).collect();
+    let views = as_views(&plain);
+    let rows: usize = plain.iter().map(RecordBatch::num_rows).sum();
+    let mut group = c.benchmark_group(format!(
+        "Flight-encode lineitem SF0.1 ({} batches, {rows} rows)",
+        plain.len()
+    ));
+    group.throughput(Throughput::Elements(plain.len() as u64));
+    group.sample_size(20);
+    for (name, input) in [("strings as views", &views), ("plain strings", &plain)] {
+        // Every batch must come out (plus the schema message), or the figure means nothing.
+        let (messages, bytes) = rt.block_on(encode_all(input));
+        assert_eq!(messages, input.len() + 1, "{name}");
+        assert!(bytes > 0);
+        group.bench_function(name, |b| b.iter(|| rt.block_on(encode_all(input))));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
