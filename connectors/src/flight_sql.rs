@@ -12,12 +12,13 @@ use std::time::Duration;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::TableReference;
+use datafusion::common::{Statistics, TableReference};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::SessionState;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{PhysicalExpr, SendableRecordBatchStream};
 use datafusion::sql::unparser::dialect::Dialect;
@@ -26,12 +27,16 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use meshql_engine::Identity;
 use meshql_engine::config::decode;
 use meshql_engine::config::decode::number_or_string;
+use meshql_engine::federation::stats::remote_statistics;
 use meshql_engine::federation::{MetadataCache, RemoteSource, RemoteTable, SqlDialect, conform};
 use meshql_engine::governance::token::{self, DELEGATION_HEADER, DELEGATION_TTL, Purpose};
 use meshql_engine::{Connector, ConnectorError, PortLocation, Source, SourceContext};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use tonic::transport::{Channel, Endpoint};
+
+/// Longest a plan waits for a remote table's row count.
+const ROW_COUNT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
 pub struct FlightSqlConnector;
@@ -374,6 +379,41 @@ impl FlightInner {
 }
 
 impl FlightInner {
+    /// The table's rows by `SELECT count(*)` with the source's own credentials, kept
+    /// like its schema. Planning waits for it, so a server that cannot answer within
+    /// [`ROW_COUNT_TIMEOUT`] leaves the count unknown until the cache expires.
+    async fn row_count(self: &Arc<Self>, table: &TableReference) -> Option<u64> {
+        let fetch = async {
+            let sql = format!("SELECT count(*) FROM {}", table.to_quoted_string());
+            let expected = Arc::new(Schema::new(vec![Field::new(
+                "count",
+                DataType::Int64,
+                true,
+            )]));
+            let count = async {
+                let mut batches = Box::pin(Arc::clone(self).query(sql, expected, None).await?);
+                let batch = batches.try_next().await?;
+                Ok::<_, DataFusionError>(batch.and_then(|b| {
+                    let counts = b.column(0).as_primitive_opt::<Int64Type>()?;
+                    (!counts.is_empty() && counts.is_valid(0)).then(|| counts.value(0))
+                }))
+            };
+            match tokio::time::timeout(ROW_COUNT_TIMEOUT, count).await {
+                Ok(Ok(Some(rows))) => u64::try_from(rows).ok(),
+                Ok(Ok(None)) => None,
+                Ok(Err(e)) => {
+                    tracing::debug!(source = %self.name, %table, error = %e, "no row count");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(source = %self.name, %table, "no row count in time");
+                    None
+                }
+            }
+        };
+        self.metadata.rows(table, fetch).await
+    }
+
     async fn streamed_schema(&self, sql: &str) -> DFResult<SchemaRef> {
         let (mut client, info) = self.flight_info(sql, None).await?;
         let ticket = info
@@ -450,6 +490,16 @@ impl SQLExecutor for FlightExecutor {
         ))
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+
+    /// From the remote tables' row counts, so joins with the rest of the mesh put the
+    /// smaller side on the build side.
+    async fn statistics(&self, plan: &LogicalPlan) -> DFResult<Statistics> {
+        Ok(remote_statistics(
+            plan,
+            |table| async move { self.inner.row_count(&table).await },
+        )
+        .await)
     }
 
     async fn table_names(&self) -> DFResult<Vec<String>> {

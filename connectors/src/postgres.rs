@@ -33,7 +33,7 @@ use datafusion_table_providers_postgres::pool::PostgresConnectionPool;
 use futures::{Stream, StreamExt, TryStreamExt};
 use meshql_engine::config::decode;
 use meshql_engine::config::decode::number_or_string;
-use meshql_engine::federation::stats::{scan_statistics, scanned_table};
+use meshql_engine::federation::stats::remote_statistics;
 use meshql_engine::federation::{MetadataCache, RemoteSource, RemoteTable, SqlDialect, conform};
 use meshql_engine::{Connector, ConnectorError, PortLocation, Source, SourceContext};
 use secrecy::SecretString;
@@ -525,17 +525,14 @@ impl SQLExecutor for PgExecutor {
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 
-    /// From PostgreSQL's own row count (`pg_class.reltuples`), so joins put the
-    /// smaller side on the build side.
+    /// From PostgreSQL's own row counts (`pg_class.reltuples`) of the tables the
+    /// statement reads, so joins put the smaller side on the build side.
     async fn statistics(&self, plan: &LogicalPlan) -> DFResult<Statistics> {
-        let estimate = match scanned_table(plan) {
-            Some(table) => self.inner.row_count(&table).await,
-            None => None,
-        };
-        Ok(match estimate {
-            Some(rows) => scan_statistics(plan, rows),
-            None => Statistics::new_unknown(plan.schema().as_arrow()),
-        })
+        Ok(remote_statistics(
+            plan,
+            |table| async move { self.inner.row_count(&table).await },
+        )
+        .await)
     }
 
     async fn table_names(&self) -> DFResult<Vec<String>> {

@@ -179,7 +179,11 @@ impl MeshEngine {
         config
             .options_mut()
             .optimizer
-            .hash_join_inlist_pushdown_max_distinct_values = 4096;
+            .hash_join_inlist_pushdown_max_distinct_values = 65536;
+        config
+            .options_mut()
+            .optimizer
+            .hash_join_inlist_pushdown_max_size = 1 << 20;
         config
     }
 

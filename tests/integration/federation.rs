@@ -233,6 +233,87 @@ async fn join_keys_reach_the_remote_statement() {
     assert!(scan.contains(&format!("remote_rows={orders},")), "{scan}");
 }
 
+/// The subtree of the first hash join's build side (its first input) in an EXPLAIN.
+fn build_side(physical: &str) -> String {
+    let lines: Vec<&str> = physical.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let join = lines
+        .iter()
+        .position(|l| l.contains("HashJoinExec"))
+        .unwrap_or_else(|| panic!("no hash join in {physical}"));
+    let child = indent(lines[join]) + 2;
+    lines[join + 1..]
+        .iter()
+        .skip(1)
+        .position(|l| indent(l) <= child)
+        .map(|end| lines[join + 1..join + 2 + end].join("\n"))
+        .unwrap_or_else(|| lines[join + 1..].join("\n"))
+}
+
+/// Remote statements carry row estimates (PostgreSQL's counts for each table of a
+/// joined statement, a count from the Flight SQL node), so the small side of a join
+/// with the lake builds the hash table whichever side the query names first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_statements_are_sized_for_the_join_order() {
+    let (engine, _) = engines().await;
+    let physical = |sql: &'static str| {
+        let engine = &engine;
+        async move {
+            let plan = run(engine, &root(), &format!("EXPLAIN {sql}"))
+                .await
+                .expect("explain");
+            plan.into_iter()
+                .find(|r| r[0] == "physical_plan")
+                .map(|r| r[1].clone())
+                .expect("physical plan")
+        }
+    };
+    // 25 nations on the node, filtered to one, against the lake's lineitem.
+    let plan = physical(
+        "SELECT count(*) FROM sales.orders.lineitem l \
+         JOIN geo.reference.nation n ON l.l_suppkey % 25 = n.n_nationkey \
+         WHERE n.n_name = 'FRANCE'",
+    )
+    .await;
+    let build = build_side(&plan);
+    assert!(
+        build.contains("name=geo_node"),
+        "the node's one nation should build:\n{plan}"
+    );
+
+    // customer JOIN orders is one PostgreSQL statement, estimated as large as orders.
+    let orders = run(&engine, &root(), "SELECT count(*) FROM local.copy.orders")
+        .await
+        .expect("count")[0][0]
+        .clone();
+    let planned = engine
+        .session(&root())
+        .plan(
+            "SELECT count(*) FROM customer.profile.customer c, sales.orders.orders o, \
+             sales.orders.lineitem l WHERE o.o_custkey = c.c_custkey AND l.l_orderkey = o.o_orderkey",
+        )
+        .await
+        .expect("plan");
+    let physical = planned
+        .df()
+        .clone()
+        .create_physical_plan()
+        .await
+        .expect("physical");
+    let shown = datafusion::physical_plan::displayable(physical.as_ref())
+        .set_show_statistics(true)
+        .indent(true)
+        .to_string();
+    let statement = shown
+        .lines()
+        .find(|l| l.contains("name=crm") && l.contains("INNER JOIN"))
+        .unwrap_or_else(|| panic!("no joined PostgreSQL statement in\n{shown}"));
+    assert!(
+        statement.contains(&format!("Rows=Inexact({orders})")),
+        "the statement should be estimated at {orders} rows: {statement}"
+    );
+}
+
 /// Queries over federated ports and over local copies agree, with subplan pushdown on
 /// and off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
