@@ -174,17 +174,13 @@ impl MeshEngine {
             .with_default_catalog_and_schema(META_CATALOG, META_SCHEMA);
         // A join's build-side keys reach the probe side as an IN list up to this many
         // (beyond it only their range). DataFusion's 150 suits lake scans; for a remote
-        // probe side an exact list saves network transfer: TPC-H Q12 sends 31K order
-        // keys to PostgreSQL, which answers them from its index in ~0.1 s instead of
-        // sending all 1.5M orders. Lake scans only use the list's range for pruning.
+        // probe side an exact list saves network transfer, and a few thousand keys are
+        // a short statement. Larger lists cost lake scans more than they save remote
+        // ones: at 65536, TPC-H SF1 Q4 and Q10 on the lake took 3x as long.
         config
             .options_mut()
             .optimizer
-            .hash_join_inlist_pushdown_max_distinct_values = 65536;
-        config
-            .options_mut()
-            .optimizer
-            .hash_join_inlist_pushdown_max_size = 1 << 20;
+            .hash_join_inlist_pushdown_max_distinct_values = 4096;
         config
     }
 

@@ -50,7 +50,7 @@ use futures::TryStreamExt;
 const FILTER_WAIT: Duration = Duration::from_secs(10);
 
 /// IN lists longer than this are left out of the SQL (the range is still sent).
-const MAX_IN_LIST: usize = 65_536;
+const MAX_IN_LIST: usize = 10_000;
 
 /// The name the remote statement is wrapped under when a runtime filter is added.
 const RELATION: &str = "meshql_dyn";
