@@ -18,7 +18,7 @@ use datafusion::logical_expr::{FetchType, JoinType, LogicalPlan};
 const FILTER_SELECTIVITY: f64 = 0.2;
 
 /// Every table `plan` reads, once each.
-pub fn scanned_tables(plan: &LogicalPlan) -> Vec<TableReference> {
+fn scanned_tables(plan: &LogicalPlan) -> Vec<TableReference> {
     let mut tables = Vec::new();
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node
@@ -33,10 +33,7 @@ pub fn scanned_tables(plan: &LogicalPlan) -> Vec<TableReference> {
 
 /// Estimates for `plan` given the row counts of the tables it reads; unknown when a
 /// table's count is missing or the plan has a node the estimate has no rule for.
-pub fn plan_statistics(
-    plan: &LogicalPlan,
-    table_rows: &HashMap<TableReference, u64>,
-) -> Statistics {
+fn plan_statistics(plan: &LogicalPlan, table_rows: &HashMap<TableReference, u64>) -> Statistics {
     let schema = plan.schema().as_arrow();
     let mut stats = Statistics::new_unknown(schema);
     let Some(rows) = estimate_rows(plan, table_rows) else {
@@ -53,7 +50,7 @@ pub fn plan_statistics(
     stats
 }
 
-/// [`plan_statistics`] with each table's rows from `row_count` (asked once per table;
+/// Estimates for `plan` with each table's rows from `row_count` (asked once per table;
 /// a table it cannot count leaves the estimate unknown without asking further).
 pub async fn remote_statistics<F, Fut>(plan: &LogicalPlan, mut row_count: F) -> Statistics
 where
