@@ -15,7 +15,9 @@ Delta), per query, alternating engines run by run so machine drift cancels out:
 Reports the median of N runs per query, totals, ratios of meshql to each peer, and each
 process's peak RSS. Then streams the whole of lineitem (`SELECT *`) through meshql and
 ROAPI to an ADBC client reading batch by batch, each from a freshly started server:
-rows/s, MB/s of Arrow, and the server's peak RSS. Writes JSON and a PNG chart to
+rows/s, MB/s of Arrow, and the server's peak RSS. Also from a C++ Flight server (pyarrow)
+that holds lineitem decoded in memory and does nothing else: how fast this ADBC client
+can read on this machine at all, the ceiling for any server. Writes JSON and a PNG chart to
 benches/results/. Figures only.
 
     python benches/tpch.py [--sf 1] [--runs 3] [--engines meshql-flight,duckdb,...] [--no-stream]
@@ -246,6 +248,33 @@ def start(engine: str, args, layout: pathlib.Path):
     return Worker([sys.executable, __file__, "--worker", engine, "--data", str(data)])
 
 
+# The client's ceiling in the streaming phase: see serve_from_memory.
+CEILING = "arrow-cpp-in-memory"
+
+
+def serve_from_memory(data: pathlib.Path, port: int) -> None:
+    """A Flight server answering every query with lineitem, read into memory first
+    (the layout writes the Delta table in one commit, so its Parquet files are the table)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.flight as fl
+
+    table = ds.dataset(sorted(glob.glob(str(data / "lineitem" / "*.parquet"))), format="parquet").to_table()
+    table = pa.Table.from_batches(table.combine_chunks().to_batches(max_chunksize=8192))
+    schema = table.schema
+
+    class Memory(fl.FlightServerBase):
+        def get_flight_info(self, context, descriptor):
+            if b"CommandStatementQuery" not in (descriptor.command or b""):
+                return fl.FlightInfo(schema, descriptor, [], 0, 0)  # SqlInfo and the like: nothing
+            return fl.FlightInfo(schema, descriptor, [fl.FlightEndpoint(b"lineitem", [])], -1, -1)
+
+        def do_get(self, context, ticket):
+            return fl.RecordBatchStream(table)
+
+    Memory(f"grpc://127.0.0.1:{port}").serve()
+
+
 def stream_lineitem(args, layout: pathlib.Path, engines: list) -> dict:
     """`SELECT *` of lineitem from a fresh server per run, alternating engines."""
     runs = {e: [] for e in engines}
@@ -254,6 +283,12 @@ def stream_lineitem(args, layout: pathlib.Path, engines: list) -> dict:
             if e == "meshql-flight":
                 proc, url = serve(args.binary, layout / "mesh.yaml")
                 server, sql = FlightClient(url, [proc]), "SELECT * FROM sales.orders.lineitem"
+            elif e == CEILING:
+                port = free_port()
+                proc = subprocess.Popen([sys.executable, __file__, "--serve-memory", str(port),
+                                         "--data", str(layout / "data")])
+                wait_for_port(f"grpc://127.0.0.1:{port}", 300)
+                server, sql = FlightClient(f"grpc://127.0.0.1:{port}", [proc]), "SELECT * FROM lineitem"
             else:
                 server, sql = roapi(args, layout / "data", ["lineitem"]), "SELECT * FROM lineitem"
             try:
@@ -308,9 +343,12 @@ def main() -> None:
     ap.add_argument("--roapi", default=str(pathlib.Path(sys.executable).parent / "roapi"))
     ap.add_argument("--data", type=pathlib.Path, default=None)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-memory", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker, args.data)
+    if args.serve_memory:
+        return serve_from_memory(args.data, args.serve_memory)
     for b in (args.binary, args.tpch):
         if not pathlib.Path(b).exists():
             raise SystemExit(f"{b} is missing: cargo build --release --workspace --bins")
@@ -347,6 +385,7 @@ def main() -> None:
         for server in running.values():
             server.stop()
     streamed = [e for e in ("meshql-flight", "roapi") if e in engines]
+    streamed += [CEILING] if streamed else []
     stream = {} if args.no_stream or not streamed else stream_lineitem(args, data, streamed)
 
     results = {}
@@ -388,8 +427,12 @@ def main() -> None:
         for e, r in stream.items():
             print(f"| {e} | {r['median_s']:.2f} s | {r['rows_per_s'] / 1e6:.2f} M | {r['mb_per_s']:.0f} | "
                   f"{r['peak_rss_mb']:.0f} MB ({r['rss_before_mb']:.0f} MB) |")
-        if len(stream) == 2:
+        if "meshql-flight" in stream and "roapi" in stream:
             print(f"meshql / ROAPI throughput: {stream['meshql-flight']['rows_per_s'] / stream['roapi']['rows_per_s']:.2f}x")
+        for e in ("meshql-flight", "roapi"):
+            if e in stream:
+                print(f"{e} / client ceiling ({CEILING}): "
+                      f"{stream[e]['rows_per_s'] / stream[CEILING]['rows_per_s']:.2f}x")
     out = ROOT / "benches/results"
     out.mkdir(parents=True, exist_ok=True)
     stem = f"tpch-sf{args.sf:g}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -173,10 +173,10 @@ impl MeshEngine {
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(META_CATALOG, META_SCHEMA);
         // A join's build-side keys reach the probe side as an IN list up to this many
-        // (beyond it only their range). DataFusion's 150 suits lake scans; for a remote
-        // probe side an exact list saves network transfer, and a few thousand keys are
-        // a short statement. Larger lists cost lake scans more than they save remote
-        // ones: at 65536, TPC-H SF1 Q4 and Q10 on the lake took 3x as long.
+        // (beyond it only their range); DataFusion's default is 150. Much longer lists
+        // cost lake scans more than they skip: at 65536, TPC-H SF1 Q4 and Q10 on the
+        // lake took 3x as long. Joins probed by a remote statement get longer lists
+        // (federation/key_lists.rs).
         config
             .options_mut()
             .optimizer

@@ -233,6 +233,66 @@ async fn join_keys_reach_the_remote_statement() {
     assert!(scan.contains(&format!("remote_rows={orders},")), "{scan}");
 }
 
+/// A remote probe side gets the build side's keys as a list beyond the session's limit
+/// for lake scans (4096): here several thousand order keys from the lake's lineitem,
+/// so PostgreSQL sends only the orders that match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_join_keys_reach_a_remote_probe_side() {
+    let (engine, _) = engines().await;
+    let sql = "SELECT count(*) AS n, sum(o.o_totalprice) AS total \
+               FROM sales.orders.lineitem l JOIN sales.orders.orders o ON o.o_orderkey = l.l_orderkey \
+               WHERE l.l_quantity < 10";
+    let count = |sql: String| {
+        let engine = &engine;
+        async move {
+            run(engine, &root(), &sql).await.expect("count")[0][0]
+                .parse::<usize>()
+                .expect("a count")
+        }
+    };
+    let keys = count(
+        "SELECT count(DISTINCT l_orderkey) FROM sales.orders.lineitem WHERE l_quantity < 10".into(),
+    )
+    .await;
+    let all = count("SELECT count(*) FROM local.copy.orders".into()).await;
+    assert!(
+        keys > 4096 && keys < all,
+        "the fixture should give 4096..{all} keys, got {keys}"
+    );
+    let expected = run(
+        &engine,
+        &root(),
+        &sql.replace("sales.orders.orders", "local.copy.orders"),
+    )
+    .await
+    .expect("local");
+    assert_eq!(
+        run(&engine, &root(), sql).await.expect("federated"),
+        expected
+    );
+
+    let analyzed = run(&engine, &root(), &format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .expect("explain analyze");
+    let text = format!("{analyzed:?}");
+    let lines: Vec<&str> = text.split("\\n").flat_map(|l| l.split('\n')).collect();
+    let scan = lines
+        .iter()
+        .find(|l| l.contains("VirtualExecutionPlan"))
+        .unwrap_or_else(|| panic!("no remote scan in {text}"));
+    assert!(scan.contains("runtime_filters=1"), "{scan}");
+    // EXPLAIN ANALYZE writes counts of thousands as `7.63 K`.
+    let shown = format!("remote_rows={:.2} K,", keys as f64 / 1000.0);
+    assert!(scan.contains(&shown), "{shown} in {scan}");
+    // Only the join probed remotely lifts the limit; its inputs keep the session's.
+    let limits: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.split("KeyListLimits: join_keys=").nth(1))
+        .filter_map(|l| l.split(',').next())
+        .collect();
+    assert_eq!(limits, ["65536", "4096", "4096"], "{text}");
+}
+
 /// The subtree of the first hash join's build side (its first input) in an EXPLAIN.
 fn build_side(physical: &str) -> String {
     let lines: Vec<&str> = physical.lines().collect();

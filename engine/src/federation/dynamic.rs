@@ -49,8 +49,9 @@ use futures::TryStreamExt;
 /// join's partitions one after another, and then the scan starts without the filter.
 const FILTER_WAIT: Duration = Duration::from_secs(10);
 
-/// IN lists longer than this are left out of the SQL (the range is still sent).
-const MAX_IN_LIST: usize = 10_000;
+/// IN lists longer than this are left out of the SQL (the range is still sent): as
+/// many keys as a join probed by a remote scan publishes.
+const MAX_IN_LIST: usize = super::key_lists::REMOTE_MAX_KEYS;
 
 /// The name the remote statement is wrapped under when a runtime filter is added.
 const RELATION: &str = "meshql_dyn";
@@ -58,7 +59,12 @@ const RELATION: &str = "meshql_dyn";
 /// Give every remote scan in `plan` a [`RemoteScanGate`]: the hash-join filters it may
 /// wait for, and its transfer counters. Filters of other operators (TopK) are dropped:
 /// they only settle after the scan has been read, so waiting for them would stall it.
-pub(crate) fn gate_remote_scans(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+/// The joins whose filters a remote scan waits for publish longer key lists
+/// ([`super::key_lists`]).
+pub(crate) fn gate_remote_scans(
+    plan: Arc<dyn ExecutionPlan>,
+    config: &ConfigOptions,
+) -> Result<Arc<dyn ExecutionPlan>> {
     let mut join_filters = HashSet::new();
     plan.apply(|node| {
         if node.is::<HashJoinExec>() {
@@ -70,7 +76,8 @@ pub(crate) fn gate_remote_scans(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn 
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
-    plan.transform_up(|node| {
+    let mut remote_filters = HashSet::new();
+    let gated = plan.transform_up(|node| {
         let Some(scan) = node.downcast_ref::<VirtualExecutionPlan>() else {
             return Ok(Transformed::no(node));
         };
@@ -95,6 +102,7 @@ pub(crate) fn gate_remote_scans(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn 
         if filters.is_empty() {
             return Ok(Transformed::yes(gated));
         }
+        remote_filters.extend(filters.iter().filter_map(|f| f.expression_id()));
         let pushed = ChildPushdownResult {
             parent_filters: filters
                 .into_iter()
@@ -114,8 +122,8 @@ pub(crate) fn gate_remote_scans(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn 
             .updated_node
             .unwrap_or(gated);
         Ok(Transformed::yes(with_filters))
-    })
-    .map(|t| t.data)
+    })?;
+    super::key_lists::widen_for_remote_probes(gated.data, &remote_filters, config)
 }
 
 /// Wraps a source's executor: waits for join filters, adds them to the statement,

@@ -9,6 +9,7 @@
 
 pub mod capability;
 pub mod dynamic;
+mod key_lists;
 pub mod metadata;
 pub mod planner;
 pub mod remote;

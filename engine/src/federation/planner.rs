@@ -54,7 +54,7 @@ impl QueryPlanner for MeshQueryPlanner {
             ])
             .create_physical_plan(&plan, session)
             .await?;
-        super::dynamic::gate_remote_scans(physical)
+        super::dynamic::gate_remote_scans(physical, session.config_options())
     }
 }
 
