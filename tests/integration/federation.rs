@@ -470,6 +470,43 @@ async fn postgres_types_map_to_arrow() {
         ]
         .map(String::from)]
     );
+    // Without the array column every type is read through binary COPY: NULLs, negative
+    // and sub-unit decimals, times before PostgreSQL's 2000 epoch and Arrow's 1970 one.
+    let rows = run(
+        &engine,
+        &root(),
+        "SELECT id, amount, happened, local_time, doc, flag, ratio, small \
+         FROM customer.profile.types ORDER BY id",
+    )
+    .await
+    .expect("rows");
+    assert_eq!(
+        rows,
+        [
+            [
+                "1",
+                "12345.678",
+                "2024-03-01T10:00:00Z",
+                "2024-03-01T12:00:00",
+                "{\"k\": 1}",
+                "true",
+                "0.5",
+                "7"
+            ],
+            ["2", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL"],
+            [
+                "3",
+                "-0.005",
+                "1969-07-20T20:17:40.000001Z",
+                "1899-12-31T23:59:59.999999",
+                "\"é\"",
+                "false",
+                "-1.5e300",
+                "-32768"
+            ]
+        ]
+        .map(|row| row.map(String::from))
+    );
 }
 
 /// Gateway policies hold on federated ports: the row filter reaches PostgreSQL inside

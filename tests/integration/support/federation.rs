@@ -175,7 +175,9 @@ CREATE TABLE type_zoo (
 INSERT INTO type_zoo VALUES
   (1, 12345.678, '2024-03-01 12:00:00+02', '2024-03-01 12:00:00', ARRAY['a','b'],
    '{\"k\": 1}', true, 0.5, 7),
-  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+  (3, -0.005, '1969-07-20 20:17:40.000001+00', '1899-12-31 23:59:59.999999', ARRAY[]::text[],
+   '\"é\"', false, -1.5e300, -32768);
 CREATE TABLE odd_types (id integer, span daterange);
 CREATE TABLE evolving (id integer);
 INSERT INTO evolving VALUES (1), (2);";

@@ -3,11 +3,15 @@
 //! sorts with limits and joins between ports of one source run in PostgreSQL.
 //!
 //! The pool, the catalog's type mapping (numeric -> Decimal128 with its precision and
-//! scale, timestamptz -> Timestamp UTC, arrays, json as text) and the row decoding come
-//! from datafusion-table-providers. What is added here: the pool is created lazily (a
-//! source that is down does not stop the mesh from loading, and it recovers when the
-//! server is back), timeouts, errors that name the source, a cancel request when the
-//! reader goes away, and result types forced to what the plan expects.
+//! scale, timestamptz -> Timestamp UTC, arrays, json as text) and the row decoding of
+//! the types binary COPY does not cover come from datafusion-table-providers. What is
+//! added here: results read with binary COPY straight into Arrow (`copy_binary`), the
+//! pool created lazily (a source that is down does not stop the mesh from loading,
+//! and it recovers when the server is back), timeouts, errors that name the source, a
+//! cancel request when the reader goes away, and result types forced to what the plan
+//! expects.
+
+mod copy_binary;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -30,7 +34,7 @@ use datafusion_table_providers_postgres::PostgresTableFactory;
 use datafusion_table_providers_postgres::arrow_sql_gen::rows_to_arrow;
 use datafusion_table_providers_postgres::conn::PostgresConnection;
 use datafusion_table_providers_postgres::pool::PostgresConnectionPool;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use meshql_engine::config::decode;
 use meshql_engine::config::decode::number_or_string;
 use meshql_engine::federation::stats::remote_statistics;
@@ -40,6 +44,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use tokio_postgres::types::ToSql;
+
+use copy_binary::CopyDecoder;
 
 /// Rows per Arrow batch read from PostgreSQL.
 const BATCH_ROWS: usize = 8192;
@@ -263,7 +269,8 @@ impl PgInner {
         Err(self.error(last_error))
     }
 
-    /// Run `sql` and return its rows as batches of `expected`.
+    /// Run `sql` and return its rows as batches of `expected`: through binary COPY when
+    /// every column type can be decoded from it, else through the row protocol.
     async fn query(
         self: Arc<Self>,
         sql: String,
@@ -271,75 +278,141 @@ impl PgInner {
     ) -> DFResult<impl Stream<Item = DFResult<RecordBatch>> + Send> {
         let conn = self.connection().await?;
         let wrapped = typed_sql(&sql, &expected);
-        tracing::debug!(source = %self.name, sql = %wrapped, "remote statement");
         let client: &tokio_postgres::Client = &conn.conn;
         let guard = CancelOnDrop {
             token: Some(client.cancel_token()),
             tls: self.config.sslmode,
         };
-        let params = std::iter::empty::<&(dyn ToSql + Sync)>();
-        let rows = match tokio::time::timeout(
-            self.query_timeout,
-            client.query_raw(wrapped.as_str(), params),
-        )
-        .await
-        {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => {
-                return Err(self.error(format!("{} (statement: {sql})", pg_error(&e))));
-            }
-            Err(_) => {
-                return Err(self.error(format!(
-                    "no answer within {}s (query_timeout_s)",
-                    self.query_timeout.as_secs()
-                )));
-            }
+        let started = if copy_binary::decodable(&expected) {
+            let copy = format!("COPY ({wrapped}) TO STDOUT (FORMAT binary)");
+            tracing::debug!(source = %self.name, sql = %copy, "remote statement");
+            self.start(client.copy_out(copy.as_str()), &sql)
+                .await
+                .map(|stream| Reader::Copy {
+                    stream: Box::pin(stream),
+                    decoder: CopyDecoder::new(Arc::clone(&expected), BATCH_ROWS),
+                    ended: false,
+                })
+        } else {
+            tracing::debug!(source = %self.name, sql = %wrapped, "remote statement");
+            let params = std::iter::empty::<&(dyn ToSql + Sync)>();
+            self.start(client.query_raw(wrapped.as_str(), params), &sql)
+                .await
+                .map(|rows| Reader::Rows(Box::pin(rows.chunks(BATCH_ROWS))))
         };
         let state = ReadState {
+            reader: started?,
             inner: self,
-            rows: Box::pin(rows.chunks(BATCH_ROWS)),
             expected,
             _conn: conn,
             guard,
         };
         Ok(futures::stream::unfold(Some(state), |state| async move {
             let mut state = state?;
-            let next = tokio::time::timeout(state.inner.query_timeout, state.rows.next()).await;
-            let chunk = match next {
-                Ok(Some(chunk)) => chunk,
+            match state.next_batch().await {
+                Ok(Some(batch)) => Some((Ok(batch), Some(state))),
                 Ok(None) => {
+                    // Ran to the end: nothing to cancel.
                     state.guard.token = None;
-                    return None;
+                    None
                 }
-                Err(_) => {
-                    let e = state.inner.error(format!(
-                        "no rows within {}s (query_timeout_s)",
-                        state.inner.query_timeout.as_secs()
-                    ));
-                    return Some((Err(e), None));
-                }
-            };
-            match chunk
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| state.inner.error(pg_error(&e)))
-                .and_then(|rows| to_batch(&rows, &state.expected).map_err(|e| state.inner.error(e)))
-            {
-                Ok(batch) => Some((Ok(batch), Some(state))),
                 Err(e) => Some((Err(e), None)),
             }
         }))
     }
+
+    /// Await the start of a statement within the query timeout.
+    async fn start<T>(
+        &self,
+        statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+        sql: &str,
+    ) -> DFResult<T> {
+        match tokio::time::timeout(self.query_timeout, statement).await {
+            Ok(Ok(started)) => Ok(started),
+            Ok(Err(e)) => Err(self.error(format!("{} (statement: {sql})", pg_error(&e)))),
+            Err(_) => Err(self.error(format!(
+                "no answer within {}s (query_timeout_s)",
+                self.query_timeout.as_secs()
+            ))),
+        }
+    }
+}
+
+/// How the rows of a running statement arrive.
+enum Reader {
+    Rows(Pin<Box<futures::stream::Chunks<tokio_postgres::RowStream>>>),
+    Copy {
+        stream: Pin<Box<tokio_postgres::CopyOutStream>>,
+        decoder: CopyDecoder,
+        ended: bool,
+    },
 }
 
 /// What a running statement holds: its connection (back to the pool when done) and
 /// the cancel request to send if the reader goes away first.
 struct ReadState {
     inner: Arc<PgInner>,
-    rows: Pin<Box<futures::stream::Chunks<tokio_postgres::RowStream>>>,
+    reader: Reader,
     expected: SchemaRef,
     _conn: PostgresConnection,
     guard: CancelOnDrop,
+}
+
+impl ReadState {
+    /// The next batch; None at the end of the rows.
+    async fn next_batch(&mut self) -> DFResult<Option<RecordBatch>> {
+        let inner = &self.inner;
+        let timeout = || {
+            inner.error(format!(
+                "no rows within {}s (query_timeout_s)",
+                inner.query_timeout.as_secs()
+            ))
+        };
+        match &mut self.reader {
+            Reader::Rows(rows) => {
+                let chunk = match tokio::time::timeout(inner.query_timeout, rows.next()).await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => return Ok(None),
+                    Err(_) => return Err(timeout()),
+                };
+                let rows = chunk
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| inner.error(pg_error(&e)))?;
+                to_batch(&rows, &self.expected)
+                    .map(Some)
+                    .map_err(|e| inner.error(e))
+            }
+            Reader::Copy {
+                stream,
+                decoder,
+                ended,
+            } => loop {
+                if *ended {
+                    return Ok(None);
+                }
+                // A timer per message would cost more than decoding its row: arm one
+                // only when the next message is not already there.
+                let message = match stream.next().now_or_never() {
+                    Some(message) => message,
+                    None => tokio::time::timeout(inner.query_timeout, stream.next())
+                        .await
+                        .map_err(|_| timeout())?,
+                };
+                let decoded = match message {
+                    Some(Ok(bytes)) => decoder.push(&bytes),
+                    Some(Err(e)) => return Err(inner.error(pg_error(&e))),
+                    None => {
+                        *ended = true;
+                        return decoder.finish().map_err(|e| inner.error(e));
+                    }
+                };
+                if let Some(batch) = decoded.map_err(|e| inner.error(e))? {
+                    return Ok(Some(batch));
+                }
+            },
+        }
+    }
 }
 
 /// Dropping the row stream alone lets the backend run to completion; this asks
