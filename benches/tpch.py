@@ -6,8 +6,9 @@ Delta), per query, alternating engines run by run so machine drift cancels out:
 
   meshql-flight    `meshql serve` over Flight SQL, an ADBC client fetching every row
   meshql-embedded  meshql's embedded engine (`meshql-tpch run --worker`), no client
-  meshql-mesh      the `mesh` layout over Flight SQL: customer and orders in a real
-                   PostgreSQL (a temp cluster), nation and region on a second meshql node
+  meshql-mesh      the `mesh` layout over Flight SQL: customer in a real PostgreSQL
+                   (a temp cluster), nation and region on a second meshql node
+  meshql-mesh-orders  the same with orders (1.5M rows at SF1) in PostgreSQL too
   datafusion       DataFusion directly (Python bindings), in a worker process
   duckdb           DuckDB (`read_parquet`), in a worker process
   roapi            ROAPI over Flight SQL, an ADBC client fetching every row
@@ -24,7 +25,7 @@ benches/results/. Figures only.
 
 Needs a release build (`cargo build --release --workspace --bins`), Python packages
 (`pip install -r benches/requirements.txt`: ADBC, pyarrow, DuckDB, DataFusion, ROAPI,
-matplotlib) and, for `meshql-mesh`, PostgreSQL server binaries and psql
+matplotlib) and, for the `meshql-mesh` engines, PostgreSQL server binaries and psql
 (`apt-get install postgresql postgresql-client`).
 """
 
@@ -41,7 +42,9 @@ import time
 
 from support import ROOT, TARGET, Postgres, free_port, peak_rss_mb, serve, wait_for_port
 
-ENGINES = ["meshql-flight", "meshql-embedded", "meshql-mesh", "datafusion", "duckdb", "roapi"]
+ENGINES = ["meshql-flight", "meshql-embedded", "meshql-mesh", "meshql-mesh-orders", "datafusion", "duckdb", "roapi"]
+# The gateway mesh file of each `mesh` layout (`meshql-tpch layout mesh` writes both).
+MESH_GATEWAYS = {"meshql-mesh": "mesh-layout.yaml", "meshql-mesh-orders": "mesh-orders-layout.yaml"}
 TABLES = ["nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem"]
 DELTA = {"orders", "lineitem"}
 
@@ -194,7 +197,7 @@ def roapi(args, data: pathlib.Path, tables: list) -> FlightClient:
     return FlightClient(f"grpc://127.0.0.1:{port}", [proc])
 
 
-def mesh_layout(args, layout: pathlib.Path) -> FlightClient:
+def mesh_layout(args, layout: pathlib.Path, gateway_mesh: str) -> FlightClient:
     """PostgreSQL loaded with customer and orders, the geo node, and the gateway."""
     t0 = time.time()
     pg = Postgres()
@@ -204,11 +207,11 @@ def mesh_layout(args, layout: pathlib.Path) -> FlightClient:
         node, node_url = serve(args.binary, layout / "node/mesh.yaml")
         env = {"TPCH_PG_PORT": str(pg.port), "TPCH_PG_USER": "postgres", "TPCH_PG_PASSWORD": "unused",
                "TPCH_NODE_URL": node_url}
-        gateway, url = serve(args.binary, layout / "mesh-layout.yaml", env=env)
+        gateway, url = serve(args.binary, layout / gateway_mesh, env=env)
     except BaseException:
         pg.stop()
         raise
-    print(f"mesh layout: PostgreSQL loaded and two nodes up in {time.time() - t0:.0f}s", flush=True)
+    print(f"{gateway_mesh}: PostgreSQL loaded and two nodes up in {time.time() - t0:.0f}s", flush=True)
     client = FlightClient(url, [gateway, node], cleanup=pg.stop)
     client.pids.append(pg.pid())
     return client
@@ -218,8 +221,9 @@ def mesh_layout(args, layout: pathlib.Path) -> FlightClient:
 
 def prepare(args, engines: list) -> tuple:
     data_dir = args.data or pathlib.Path.home() / f".cache/meshql/bench/tpch-sf{args.sf:g}"
-    layout = "mesh" if "meshql-mesh" in engines else "lake"
-    done = data_dir / ("mesh-layout.yaml" if layout == "mesh" else "mesh.yaml")
+    layout = "mesh" if set(MESH_GATEWAYS) & set(engines) else "lake"
+    # mesh-orders-layout.yaml is the newest file of the `mesh` layout.
+    done = data_dir / ("mesh-orders-layout.yaml" if layout == "mesh" else "mesh.yaml")
     if not done.exists():
         t0 = time.time()
         subprocess.run([args.tpch, "layout", layout, "--sf", str(args.sf), "--out", data_dir], check=True,
@@ -234,15 +238,15 @@ def prepare(args, engines: list) -> tuple:
 
 
 def start(engine: str, args, layout: pathlib.Path):
-    """`layout`: the layouts' directory (mesh.yaml, mesh-layout.yaml, data/)."""
+    """`layout`: the layouts' directory (mesh.yaml, the mesh gateways' files, data/)."""
     data = layout / "data"
     if engine == "meshql-flight":
         proc, url = serve(args.binary, layout / "mesh.yaml")
         return FlightClient(url, [proc])
     if engine == "meshql-embedded":
         return Worker([args.tpch, "run", "--worker", "--sf", str(args.sf), "--config", layout / "mesh.yaml"])
-    if engine == "meshql-mesh":
-        return mesh_layout(args, layout)
+    if engine in MESH_GATEWAYS:
+        return mesh_layout(args, layout, MESH_GATEWAYS[engine])
     if engine == "roapi":
         return roapi(args, data, TABLES)
     return Worker([sys.executable, __file__, "--worker", engine, "--data", str(data)])
@@ -378,7 +382,7 @@ def main() -> None:
                 f"{e} {statistics.median(times[e][n]):.3f}s" if times[e][n] else f"{e} error"
                 for e in engines)
             print(f"Q{n:<2} {line}", flush=True)
-        # The first process is the engine's (for meshql-mesh, the gateway); others are
+        # The first process is the engine's (for the mesh engines, the gateway); others are
         # helpers (the geo node, PostgreSQL's postmaster).
         rss = {e: [peak_rss_mb(pid) for pid in running[e].pids] for e in engines}
     finally:

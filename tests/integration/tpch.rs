@@ -1,6 +1,7 @@
 //! TPC-H at SF 0.1: the 22 queries over the `lake` layout (every table a port of its
-//! domain, orders and lineitem as Delta) give DataFusion's reference answers, through
-//! the embedded engine and through Flight SQL.
+//! domain, orders and lineitem as Delta) and the `mesh` layouts (PostgreSQL and a
+//! second node) give DataFusion's reference answers, through the embedded engine and
+//! through Flight SQL.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -10,7 +11,7 @@ use arrow::array::RecordBatch;
 use bigdecimal::BigDecimal;
 use futures::TryStreamExt;
 use meshql_engine::{Identity, MeshEngine};
-use meshql_tpch::layout::{port, write_lake, write_mesh_layout};
+use meshql_tpch::layout::{MeshLayoutFiles, port, write_lake, write_mesh_layout};
 use meshql_tpch::queries::{AnswerFile, qualify, sf01_answers};
 
 use crate::support::pg::{PG_PASSWORD, PgCluster};
@@ -36,10 +37,10 @@ fn lake() -> &'static PathBuf {
         .1
 }
 
-/// The `mesh` layout at SF 0.1: customer and orders in a real PostgreSQL, nation and
-/// region on a second `meshql serve`, the rest in the lake.
+/// The `mesh` layouts at SF 0.1: customer (and, in `mesh-orders`, orders) in a real
+/// PostgreSQL, nation and region on a second `meshql serve`, the rest in the lake.
 struct MeshLayout {
-    gateway: PathBuf,
+    files: MeshLayoutFiles,
     env: Vec<(String, String)>,
     _node: Server,
     _pg: PgCluster,
@@ -50,13 +51,13 @@ fn mesh_layout() -> &'static MeshLayout {
     MESH.get_or_init(|| {
         let lake_mesh = lake();
         let dir = lake_mesh.parent().expect("layout dir").to_path_buf();
-        let (gateway, node_mesh) = write_mesh_layout(&dir, 0.1).expect("mesh layout files");
+        let files = write_mesh_layout(&dir, 0.1).expect("mesh layout files");
         let pg = PgCluster::start();
         pg.psql("postgres", "CREATE DATABASE tpch");
         // The file `meshql-tpch layout mesh` writes for users.
         pg.psql_file("tpch", &dir.join("postgres.sql"));
 
-        let node = Server::start(&node_mesh, &[], &[]);
+        let node = Server::start(&files.node, &[], &[]);
         let env = vec![
             ("TPCH_PG_PORT".to_string(), pg.port.to_string()),
             ("TPCH_PG_USER".to_string(), "meshql".to_string()),
@@ -64,7 +65,7 @@ fn mesh_layout() -> &'static MeshLayout {
             ("TPCH_NODE_URL".to_string(), node.url.clone()),
         ];
         MeshLayout {
-            gateway,
+            files,
             env,
             _node: node,
             _pg: pg,
@@ -166,12 +167,43 @@ async fn tpch_sf01_lake_over_flight_sql() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf01_mesh_embedded() {
     let layout = mesh_layout();
-    let env = layout.env.clone();
+    mesh_embedded("mesh, embedded", &layout.files.gateway, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_sf01_mesh_over_flight_sql() {
+    let layout = mesh_layout();
+    over_flight_sql(
+        "mesh, Flight SQL",
+        Server::start(&layout.files.gateway, &layout.env, &[]),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_sf01_mesh_orders_embedded() {
+    let layout = mesh_layout();
+    mesh_embedded("mesh-orders, embedded", &layout.files.gateway_orders, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_sf01_mesh_orders_over_flight_sql() {
+    let layout = mesh_layout();
+    over_flight_sql(
+        "mesh-orders, Flight SQL",
+        Server::start(&layout.files.gateway_orders, &layout.env, &[]),
+    )
+    .await;
+}
+
+/// The 22 queries on the embedded engine over a `mesh` gateway file, after checking
+/// that Q5 reads every domain where the layout puts it.
+async fn mesh_embedded(how: &str, gateway: &std::path::Path, orders_on_lake: bool) {
+    let env = mesh_layout().env.clone();
     let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let spec = meshql_engine::config::load_mesh_with_env(&layout.gateway, &lookup)
-        .expect("the mesh layout loads");
+    let spec =
+        meshql_engine::config::load_mesh_with_env(gateway, &lookup).expect("the mesh layout loads");
     let engine = MeshEngine::from_spec(spec, &meshql_connectors::default_connectors()).await;
-    // Q5 reads every domain: PostgreSQL and the node get statements of their own.
     let q5 = &sf01_answers()[4];
     let plan = run(
         &engine,
@@ -181,25 +213,21 @@ async fn tpch_sf01_mesh_embedded() {
     .await
     .expect("explain q5");
     let text = format!("{plan:?}");
+    // PostgreSQL and the node get statements of their own; lineitem (and orders, if on
+    // the lake) are plain Delta snapshots whose files are scanned as Parquet.
+    let scans = |column: &str| {
+        text.split("DataSourceExec")
+            .skip(1)
+            .any(|scan| scan.split("\\n").next().unwrap_or("").contains(column))
+    };
     assert!(
-        // lineitem is a plain Delta snapshot: its files are scanned as Parquet.
         text.contains("name=crm")
             && text.contains("name=geo_node")
-            && text.contains("DataSourceExec")
-            && text.contains("projection=[l_orderkey"),
-        "{text}"
+            && scans("projection=[l_orderkey")
+            && scans("projection=[o_orderkey") == orders_on_lake,
+        "{how}: {text}"
     );
-    embedded("mesh, embedded", engine).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tpch_sf01_mesh_over_flight_sql() {
-    let layout = mesh_layout();
-    over_flight_sql(
-        "mesh, Flight SQL",
-        Server::start(&layout.gateway, &layout.env, &[]),
-    )
-    .await;
+    embedded(how, engine).await;
 }
 
 async fn over_flight_sql(how: &str, server: Server) {

@@ -41,11 +41,6 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Write a whole mesh layout into OUT: the data and its mesh files. `lake`: every
-    /// table a port of its domain (sales: orders, lineitem as Delta; supply: part,
-    /// partsupp, supplier; customer: customer, nation, region); serve OUT/mesh.yaml.
-    /// `mesh`: the same with customer and orders in PostgreSQL (load OUT/data/*.csv) and
-    /// nation and region on a second node (OUT/node/mesh.yaml); serve OUT/mesh-layout.yaml.
     /// Run the 22 queries on meshql's embedded engine over a layout's mesh file (one
     /// warm-up, then the median of RUNS per query). `--worker` instead answers statements
     /// read from stdin as JSON lines (for benches/tpch.py).
@@ -61,6 +56,12 @@ enum Command {
         #[arg(long, hide = true)]
         worker: bool,
     },
+    /// Write a whole mesh layout into OUT: the data and its mesh files. `lake`: every
+    /// table a port of its domain (sales: orders, lineitem as Delta; supply: part,
+    /// partsupp, supplier; customer: customer, nation, region); serve OUT/mesh.yaml.
+    /// `mesh`: the same with nation and region on a second node (OUT/node/mesh.yaml)
+    /// and customer in PostgreSQL (load OUT/postgres.sql); serve OUT/mesh-layout.yaml,
+    /// or OUT/mesh-orders-layout.yaml for orders in PostgreSQL too.
     Layout {
         /// `lake` or `mesh`.
         #[arg(default_value = "lake")]
@@ -119,7 +120,7 @@ async fn main() -> ExitCode {
             let written = match meshql_tpch::layout::write_lake(&out, sf).await {
                 Ok(lake) if name == "lake" => Ok(vec![lake]),
                 Ok(_) => meshql_tpch::layout::write_mesh_layout(&out, sf)
-                    .map(|(gateway, node)| vec![gateway, node]),
+                    .map(|files| vec![files.gateway, files.gateway_orders, files.node]),
                 Err(e) => Err(e),
             };
             return match written {
@@ -129,7 +130,7 @@ async fn main() -> ExitCode {
                     }
                     if name == "mesh" {
                         eprintln!(
-                            "next: `createdb tpch && psql -d tpch -f {0}/postgres.sql`, `meshql serve --config {0}/node/mesh.yaml --bind 127.0.0.1:50052`, then set TPCH_PG_PORT, TPCH_PG_USER, TPCH_PG_PASSWORD and TPCH_NODE_URL=grpc://127.0.0.1:50052 and serve {0}/mesh-layout.yaml",
+                            "next: `createdb tpch && psql -d tpch -f {0}/postgres.sql`, `meshql serve --config {0}/node/mesh.yaml --bind 127.0.0.1:50052`, then set TPCH_PG_PORT, TPCH_PG_USER, TPCH_PG_PASSWORD and TPCH_NODE_URL=grpc://127.0.0.1:50052 and serve {0}/mesh-layout.yaml (orders on the lake) or {0}/mesh-orders-layout.yaml (orders in PostgreSQL)",
                             out.display()
                         );
                     }
