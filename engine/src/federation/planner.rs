@@ -54,7 +54,9 @@ impl QueryPlanner for MeshQueryPlanner {
             ])
             .create_physical_plan(&plan, session)
             .await?;
-        super::dynamic::gate_remote_scans(physical, session.config_options())
+        let config = session.config_options();
+        let gated = super::dynamic::gate_remote_scans(physical, config)?;
+        super::aggregate_inputs::filter_aggregate_inputs(gated, config)
     }
 }
 
