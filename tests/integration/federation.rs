@@ -182,6 +182,17 @@ async fn cross_source_join_filters_and_prunes_each_side() {
 
 /// The keys of a join's small side reach the remote side's statement before it runs,
 /// and EXPLAIN ANALYZE counts the rows that crossed the network.
+/// `sql`'s rows with the PostgreSQL orders port replaced by its local copy.
+async fn over_local_copies(engine: &MeshEngine, sql: &str) -> Vec<Vec<String>> {
+    run(
+        engine,
+        &root(),
+        &sql.replace("sales.orders.orders", "local.copy.orders"),
+    )
+    .await
+    .expect("local")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_keys_reach_the_remote_statement() {
     let (engine, _) = engines().await;
@@ -189,13 +200,7 @@ async fn join_keys_reach_the_remote_statement() {
                FROM local.copy.customer c JOIN sales.orders.orders o ON o.o_custkey = c.c_custkey \
                WHERE c.c_name IN ('Customer#000000007', 'Customer#000000010') \
                GROUP BY c.c_name ORDER BY c.c_name";
-    let expected = run(
-        &engine,
-        &root(),
-        &sql.replace("sales.orders.orders", "local.copy.orders"),
-    )
-    .await
-    .expect("local");
+    let expected = over_local_copies(&engine, sql).await;
     assert_eq!(expected.len(), 2, "{expected:?}");
     assert_eq!(
         run(&engine, &root(), sql).await.expect("federated"),
@@ -259,13 +264,7 @@ async fn thousands_of_join_keys_reach_a_remote_probe_side() {
         keys > 4096 && keys < all,
         "the fixture should give 4096..{all} keys, got {keys}"
     );
-    let expected = run(
-        &engine,
-        &root(),
-        &sql.replace("sales.orders.orders", "local.copy.orders"),
-    )
-    .await
-    .expect("local");
+    let expected = over_local_copies(&engine, sql).await;
     assert_eq!(
         run(&engine, &root(), sql).await.expect("federated"),
         expected

@@ -25,7 +25,6 @@ use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 
@@ -43,17 +42,7 @@ pub(crate) fn filter_aggregate_inputs(
         // The scans filter rows themselves.
         return Ok(plan);
     }
-    let mut join_filters = HashSet::new();
-    plan.apply(|node| {
-        if node.is::<HashJoinExec>() {
-            join_filters.extend(
-                node.dynamic_expressions_produced()
-                    .iter()
-                    .filter_map(|f| f.expression_id()),
-            );
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
+    let join_filters = super::dynamic::hash_join_filters(&plan)?;
     if join_filters.is_empty() {
         return Ok(plan);
     }

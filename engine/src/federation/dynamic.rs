@@ -65,17 +65,7 @@ pub(crate) fn gate_remote_scans(
     plan: Arc<dyn ExecutionPlan>,
     config: &ConfigOptions,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let mut join_filters = HashSet::new();
-    plan.apply(|node| {
-        if node.is::<HashJoinExec>() {
-            join_filters.extend(
-                node.dynamic_expressions_produced()
-                    .iter()
-                    .filter_map(|f| f.expression_id()),
-            );
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
+    let join_filters = hash_join_filters(&plan)?;
     let mut remote_filters = HashSet::new();
     let gated = plan.transform_up(|node| {
         let Some(scan) = node.downcast_ref::<VirtualExecutionPlan>() else {
@@ -124,6 +114,23 @@ pub(crate) fn gate_remote_scans(
         Ok(Transformed::yes(with_filters))
     })?;
     super::key_lists::widen_for_remote_probes(gated.data, &remote_filters, config)
+}
+
+/// The ids of the dynamic filters the hash joins in `plan` publish (TopK filters are
+/// not among them).
+pub(super) fn hash_join_filters(plan: &Arc<dyn ExecutionPlan>) -> Result<HashSet<u64>> {
+    let mut ids = HashSet::new();
+    plan.apply(|node| {
+        if node.is::<HashJoinExec>() {
+            ids.extend(
+                node.dynamic_expressions_produced()
+                    .iter()
+                    .filter_map(|f| f.expression_id()),
+            );
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(ids)
 }
 
 /// Wraps a source's executor: waits for join filters, adds them to the statement,
