@@ -238,6 +238,29 @@ async fn join_keys_reach_the_remote_statement() {
     assert!(scan.contains(&format!("remote_rows={orders},")), "{scan}");
 }
 
+/// Past 64 keys the list reaches PostgreSQL as `= ANY(ARRAY[...])`, which it parses
+/// and plans faster than the same IN list; the rows are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_key_lists_reach_postgres_as_arrays() {
+    let (engine, _) = engines().await;
+    let sql = "SELECT count(*) AS n, count(DISTINCT o.o_custkey) AS customers, sum(o.o_totalprice) AS total \
+               FROM local.copy.customer c JOIN sales.orders.orders o ON o.o_custkey = c.c_custkey \
+               WHERE c.c_nationkey < 3";
+    let expected = over_local_copies(&engine, sql).await;
+    let customers: usize = expected[0][1].parse().expect("customers");
+    assert!(customers > 64, "too few keys to test long lists: {expected:?}");
+    assert_eq!(
+        run(&engine, &root(), sql).await.expect("federated"),
+        expected
+    );
+    let log = federation().pg.statements();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(r#""meshql_dyn"."c0" = ANY(ARRAY["#)),
+        "no statement with the keys as an array in:\n{log}"
+    );
+}
+
 /// A remote probe side gets the build side's keys as a list beyond the session's limit
 /// for lake scans (4096): here several thousand order keys from the lake's lineitem,
 /// so PostgreSQL sends only the orders that match.

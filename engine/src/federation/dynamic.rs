@@ -37,6 +37,8 @@ use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::functions_nested::expr_fn::{array_has, make_array};
+use datafusion::sql::sqlparser::ast;
 use datafusion::sql::unparser::Unparser;
 use datafusion::sql::unparser::dialect::Dialect;
 use datafusion_federation::sql::{
@@ -52,6 +54,12 @@ const FILTER_WAIT: Duration = Duration::from_secs(10);
 /// IN lists longer than this are left out of the SQL (the range is still sent): as
 /// many keys as a join probed by a remote scan publishes.
 const MAX_IN_LIST: usize = super::key_lists::REMOTE_MAX_KEYS;
+
+/// Key lists longer than this go as `key = ANY(ARRAY[...])` to sources whose dialect
+/// writes array membership that way (PostgreSQL). Same meaning as IN, but PostgreSQL
+/// parses and plans it 2x faster: 42K keys (TPC-H SF1 Q10) took 150 ms as an IN list,
+/// 75 ms as an array.
+const ARRAY_LIST_FROM: usize = 64;
 
 /// The name the remote statement is wrapped under when a runtime filter is added.
 const RELATION: &str = "meshql_dyn";
@@ -265,6 +273,7 @@ pub fn runtime_predicate(
     let mut convert = Converter {
         schema,
         budget: MAX_IN_LIST,
+        arrays: writes_any(dialect),
     };
     let parts: Vec<Expr> = filters
         .iter()
@@ -289,6 +298,8 @@ struct Converter<'a> {
     schema: &'a Schema,
     /// IN-list values left for the whole predicate.
     budget: usize,
+    /// Long key lists go as array membership ([`ARRAY_LIST_FROM`]).
+    arrays: bool,
 }
 
 impl Converter<'_> {
@@ -397,6 +408,9 @@ impl Converter<'_> {
                 .map(|v| self.exact(v))
                 .collect::<Option<Vec<_>>>()?;
             self.budget -= values.len();
+            if self.arrays && !list.negated() && values.len() > ARRAY_LIST_FROM {
+                return Some(array_has(make_array(values), target));
+            }
             return Some(Expr::InList(InList::new(
                 Box::new(target),
                 values,
@@ -431,6 +445,17 @@ impl Converter<'_> {
         }
         None
     }
+}
+
+/// Whether `dialect` writes `array_has(array, x)` as `x = ANY(array)`, which means
+/// the same as `x IN (...)` for a list of values.
+fn writes_any(dialect: &dyn Dialect) -> bool {
+    let one = || Expr::Literal(ScalarValue::Int64(Some(1)), None);
+    let probe = [make_array(vec![one()]), one()];
+    matches!(
+        dialect.scalar_function_to_sql_overrides(&Unparser::new(dialect), "array_has", &probe),
+        Ok(Some(ast::Expr::AnyOp { .. }))
+    )
 }
 
 fn literal_bool(e: &Arc<dyn PhysicalExpr>) -> Option<bool> {
@@ -507,6 +532,31 @@ mod tests {
                 r#"((("meshql_dyn"."c0" >= 7) AND ("meshql_dyn"."c0" <= 10)) AND "meshql_dyn"."c0" IN (7, 10))"#
             )
         );
+    }
+
+    #[test]
+    fn long_key_lists_go_as_arrays_where_the_dialect_writes_any() {
+        let s = schema();
+        let key = col("key", &s).expect("col");
+        let list = |n: i64| {
+            let keys = (1..=n).map(lit).collect();
+            in_list(Arc::clone(&key), keys, &false, &s).expect("in")
+        };
+        let long = sql(list(ARRAY_LIST_FROM as i64 + 1)).expect("sent");
+        assert!(
+            long.starts_with(r#""meshql_dyn"."c0" = ANY(ARRAY[1, 2, 3,"#),
+            "{long}"
+        );
+        let short = sql(list(ARRAY_LIST_FROM as i64)).expect("sent");
+        assert!(short.starts_with(r#""meshql_dyn"."c0" IN (1, 2, 3,"#), "{short}");
+        // A dialect without `= ANY` (a meshql node's) keeps the IN list.
+        let dialect = datafusion::sql::unparser::dialect::DefaultDialect {};
+        let other = runtime_predicate(&[list(1000)], &s, &dialect).expect("sent");
+        assert!(other.contains(" IN (1, 2, 3,"), "{other}");
+        // NOT IN stays NOT IN.
+        let keys = (1..=1000i64).map(lit).collect();
+        let not_in = in_list(Arc::clone(&key), keys, &true, &s).expect("in");
+        assert!(sql(not_in).expect("sent").contains("NOT IN (1, 2"));
     }
 
     #[test]
