@@ -248,7 +248,10 @@ async fn long_key_lists_reach_postgres_as_arrays() {
                WHERE c.c_nationkey < 3";
     let expected = over_local_copies(&engine, sql).await;
     let customers: usize = expected[0][1].parse().expect("customers");
-    assert!(customers > 64, "too few keys to test long lists: {expected:?}");
+    assert!(
+        customers > 64,
+        "too few keys to test long lists: {expected:?}"
+    );
     assert_eq!(
         run(&engine, &root(), sql).await.expect("federated"),
         expected

@@ -187,7 +187,7 @@ async fn tpch_sf01_q17_aggregates_only_rows_that_can_join() {
         .unwrap_or_else(|| panic!("no partial aggregate by part:\n{text}"));
     let filter = lines
         .get(aggregate + 1)
-        .filter(|l| l.contains("FilterExec: DynamicFilter"))
+        .filter(|l| l.contains("JoinKeyFilterExec: DynamicFilter"))
         .unwrap_or_else(|| panic!("the aggregate's input is not the join's filter:\n{text}"));
     // About 20 of 20K parts qualify: the filter keeps about 0.1% of lineitem.
     let selectivity: f64 = filter

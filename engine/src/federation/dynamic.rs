@@ -19,6 +19,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue, Statistics};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
+use datafusion::functions_nested::expr_fn::{array_has, make_array};
 use datafusion::logical_expr::expr::{Cast, InList};
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use datafusion::physical_expr::PhysicalExpr;
@@ -37,7 +38,6 @@ use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::functions_nested::expr_fn::{array_has, make_array};
 use datafusion::sql::sqlparser::ast;
 use datafusion::sql::unparser::Unparser;
 use datafusion::sql::unparser::dialect::Dialect;
@@ -126,7 +126,7 @@ pub(crate) fn gate_remote_scans(
 
 /// The ids of the dynamic filters the hash joins in `plan` publish (TopK filters are
 /// not among them).
-pub(super) fn hash_join_filters(plan: &Arc<dyn ExecutionPlan>) -> Result<HashSet<u64>> {
+fn hash_join_filters(plan: &Arc<dyn ExecutionPlan>) -> Result<HashSet<u64>> {
     let mut ids = HashSet::new();
     plan.apply(|node| {
         if node.is::<HashJoinExec>() {
@@ -548,7 +548,10 @@ mod tests {
             "{long}"
         );
         let short = sql(list(ARRAY_LIST_FROM as i64)).expect("sent");
-        assert!(short.starts_with(r#""meshql_dyn"."c0" IN (1, 2, 3,"#), "{short}");
+        assert!(
+            short.starts_with(r#""meshql_dyn"."c0" IN (1, 2, 3,"#),
+            "{short}"
+        );
         // A dialect without `= ANY` (a meshql node's) keeps the IN list.
         let dialect = datafusion::sql::unparser::dialect::DefaultDialect {};
         let other = runtime_predicate(&[list(1000)], &s, &dialect).expect("sent");

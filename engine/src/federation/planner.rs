@@ -56,7 +56,7 @@ impl QueryPlanner for MeshQueryPlanner {
             .await?;
         let config = session.config_options();
         let gated = super::dynamic::gate_remote_scans(physical, config)?;
-        super::aggregate_inputs::filter_aggregate_inputs(gated, config)
+        super::scan_join_filters::filter_scans_by_distant_joins(gated, config)
     }
 }
 
