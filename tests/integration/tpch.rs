@@ -166,20 +166,7 @@ async fn tpch_sf01_q17_aggregates_only_rows_that_can_join() {
     let engine = MeshEngine::open(lake(), &meshql_connectors::default_connectors())
         .await
         .expect("the lake layout loads");
-    let q17 = &sf01_answers()[16];
-    let sql = format!(
-        "EXPLAIN ANALYZE {}",
-        qualify(&q17.sql, |t| port(t).to_string())
-    );
-    let plan = run(&engine, &Identity::anonymous(), &sql)
-        .await
-        .expect("explain analyze q17");
-    let text = plan
-        .iter()
-        .flatten()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = explain_analyze(&engine, 17).await;
     let lines: Vec<&str> = text.lines().collect();
     let aggregate = lines
         .iter()
@@ -197,6 +184,46 @@ async fn tpch_sf01_q17_aggregates_only_rows_that_can_join() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no selectivity in {filter}"));
     assert!(selectivity < 1.0, "{filter}");
+}
+
+/// Q9 probes lineitem's rows through four hash joins in turn: each join drops what
+/// its keys rule out as cheaply as a filter of those keys would, so none is added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_sf01_q9_probes_lineitem_without_extra_key_filters() {
+    let engine = MeshEngine::open(lake(), &meshql_connectors::default_connectors())
+        .await
+        .expect("the lake layout loads");
+    let text = explain_analyze(&engine, 9).await;
+    let probes = text
+        .lines()
+        .filter(|l| l.contains("HashJoinExec") && l.contains(", l_partkey@"))
+        .count();
+    assert!(
+        probes > 0,
+        "no join probed by lineitem's part keys:\n{text}"
+    );
+    let filtered: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("JoinKeyFilterExec") && l.contains("l_partkey@"))
+        .collect();
+    assert!(filtered.is_empty(), "{filtered:?} in\n{text}");
+}
+
+/// The text of `EXPLAIN ANALYZE` of TPC-H query `q` on the lake layout.
+async fn explain_analyze(engine: &MeshEngine, q: usize) -> String {
+    let query = &sf01_answers()[q - 1];
+    let sql = format!(
+        "EXPLAIN ANALYZE {}",
+        qualify(&query.sql, |t| port(t).to_string())
+    );
+    let plan = run(engine, &Identity::anonymous(), &sql)
+        .await
+        .unwrap_or_else(|e| panic!("explain analyze q{q}: {e}"));
+    plan.iter()
+        .flatten()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
