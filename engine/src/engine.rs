@@ -35,6 +35,9 @@ pub struct EngineOptions {
     pub no_subplan_pushdown: bool,
     /// Joins do not pass their build-side keys to the probe side's scan. For comparisons.
     pub no_dynamic_filters: bool,
+    /// Compute a subplan that occurs more than once (a CTE read twice) at each
+    /// occurrence. For comparisons.
+    pub no_shared_subplans: bool,
 }
 
 pub struct MeshEngine {
@@ -105,6 +108,9 @@ impl MeshEngine {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_physical_optimizer_rules(crate::optimizer::physical_rules(
+                !options.no_shared_subplans,
+            ))
             .with_query_planner(Arc::new(MeshQueryPlanner {
                 subplan_pushdown: !options.no_subplan_pushdown,
             }))

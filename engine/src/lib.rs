@@ -10,6 +10,7 @@ pub mod error;
 pub mod federation;
 pub mod governance;
 pub mod mesh;
+pub mod optimizer;
 pub mod problem;
 pub mod session;
 

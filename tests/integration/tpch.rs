@@ -209,6 +209,122 @@ async fn tpch_sf01_q9_probes_lineitem_without_extra_key_filters() {
     assert!(filtered.is_empty(), "{filtered:?} in\n{text}");
 }
 
+/// Q15 reads its view `revenue0` twice: once for the maximum revenue, once for the
+/// suppliers that reach it. The aggregate over lineitem is computed once and replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_sf01_q15_computes_its_view_once() {
+    let engine = MeshEngine::open(lake(), &meshql_connectors::default_connectors())
+        .await
+        .expect("the lake layout loads");
+    let text = explain_analyze(&engine, 15).await;
+    let shared: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("SharedSubplanExec: id=1, instances=2"))
+        .collect();
+    assert_eq!(shared.len(), 2, "{text}");
+    // The instance read second replays all 1K suppliers' revenue.
+    let replayed: usize = shared
+        .iter()
+        .filter_map(|l| l.split("replayed_rows=").nth(1))
+        .filter_map(|s| s.split([',', ']']).next())
+        .map(|n| parse_count(n.trim()))
+        .sum();
+    assert_eq!(replayed, 1_000, "{shared:?}");
+    // So lineitem is read once: the other instance's scan never runs (no metrics).
+    let scans = text
+        .lines()
+        .filter(|l| l.contains("DataSourceExec") && l.contains("l_shipdate"))
+        .filter(|l| l.contains("metrics=[output_rows="))
+        .count();
+    assert_eq!(scans, 1, "{text}");
+}
+
+/// Subplans alike but for a constant are different subplans: each is computed, and
+/// each answer is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subplans_that_differ_in_a_constant_are_not_shared() {
+    let engine = MeshEngine::open(lake(), &meshql_connectors::default_connectors())
+        .await
+        .expect("the lake layout loads");
+    let busiest = |below: u32| {
+        format!(
+            "(SELECT max(n) FROM (SELECT l_suppkey, count(*) AS n FROM sales.orders.lineitem \
+             WHERE l_quantity < {below} GROUP BY l_suppkey))"
+        )
+    };
+    let both = format!("SELECT {} AS a, {} AS b", busiest(10), busiest(40));
+    let who = Identity::anonymous();
+    let together = run(&engine, &who, &both).await.expect("both");
+    let first = run(&engine, &who, &format!("SELECT {}", busiest(10)))
+        .await
+        .expect("first");
+    let second = run(&engine, &who, &format!("SELECT {}", busiest(40)))
+        .await
+        .expect("second");
+    assert_ne!(first, second, "the two filters should keep different rows");
+    assert_eq!(
+        together,
+        vec![vec![first[0][0].clone(), second[0][0].clone()]]
+    );
+    let plan = run(&engine, &who, &format!("EXPLAIN {both}"))
+        .await
+        .expect("explain");
+    let text = plan
+        .iter()
+        .flatten()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!text.contains("SharedSubplanExec"), "{text}");
+}
+
+/// A subplan read only in part (under a limit) is not replayed in part: the other
+/// instance computes its own rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subplan_read_in_part_is_computed_again_in_full() {
+    let engine = MeshEngine::open(lake(), &meshql_connectors::default_connectors())
+        .await
+        .expect("the lake layout loads");
+    // The subquery runs first and reads 3 of 150K orders; the main query reads all.
+    let sql = "WITH t AS (SELECT l_orderkey, count(*) AS c FROM sales.orders.lineitem \
+               GROUP BY l_orderkey) \
+               SELECT count(*) FROM t WHERE c > (SELECT count(c) FROM (SELECT c FROM t LIMIT 3)) - 3";
+    let who = Identity::anonymous();
+    let plan = run(&engine, &who, &format!("EXPLAIN {sql}"))
+        .await
+        .expect("explain");
+    let text = plan
+        .iter()
+        .flatten()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(text.matches("SharedSubplanExec").count(), 2, "{text}");
+    let orders = run(
+        &engine,
+        &who,
+        "SELECT count(DISTINCT l_orderkey) FROM sales.orders.lineitem",
+    )
+    .await
+    .expect("orders");
+    assert_eq!(orders, vec![vec!["150000".to_string()]]);
+    let counted = run(&engine, &who, sql).await.expect("query");
+    assert_eq!(counted, orders);
+}
+
+/// `12`, `10.00 K`, `1.50 M` as EXPLAIN ANALYZE prints counts.
+fn parse_count(text: &str) -> usize {
+    let (number, factor) = match text.split_once(' ') {
+        Some((n, "K")) => (n, 1e3),
+        Some((n, "M")) => (n, 1e6),
+        _ => (text, 1.0),
+    };
+    let n: f64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("not a count: {text}"));
+    (n * factor).round() as usize
+}
+
 /// The text of `EXPLAIN ANALYZE` of TPC-H query `q` on the lake layout.
 async fn explain_analyze(engine: &MeshEngine, q: usize) -> String {
     let query = &sf01_answers()[q - 1];

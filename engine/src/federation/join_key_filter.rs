@@ -19,7 +19,7 @@ use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::metrics::{
-    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -121,7 +121,7 @@ impl ExecutionPlan for JoinKeyFilterExec {
                 Ok(out)
             })();
             if let Ok(b) = &out {
-                baseline.record_output(b.num_rows());
+                b.record_output(&baseline);
             }
             // Batches with no rows left are dropped, as FilterExec does.
             let keep = !matches!(&out, Ok(b) if b.num_rows() == 0);

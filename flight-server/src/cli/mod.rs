@@ -80,6 +80,10 @@ pub struct MeshArgs {
     /// and lake scans then read every row their own filters allow). For comparisons.
     #[arg(long, env = "MESHQL_NO_DYNAMIC_FILTERS")]
     no_dynamic_filters: bool,
+    /// Compute a subplan that occurs more than once in a query (a CTE read twice) at
+    /// each occurrence instead of once. For comparisons.
+    #[arg(long, env = "MESHQL_NO_SHARED_SUBPLANS")]
+    no_shared_subplans: bool,
 }
 
 /// `123`, `64KB`, `512MiB`, `4GB`, `1.5GiB` (binary multiples either way).
@@ -125,6 +129,7 @@ impl MeshArgs {
             memory_limit: self.memory_limit,
             no_subplan_pushdown: self.no_subplan_pushdown,
             no_dynamic_filters: self.no_dynamic_filters,
+            no_shared_subplans: self.no_shared_subplans,
         };
         MeshEngine::open_with(&path, &meshql_connectors::default_connectors(), &options).await
     }

@@ -81,6 +81,7 @@ pub async fn run(args: &ReplArgs) -> ExitCode {
                 memory_limit: None,
                 no_subplan_pushdown: false,
                 no_dynamic_filters: false,
+                no_shared_subplans: false,
             };
             match mesh.open().await {
                 Ok(engine) => {
