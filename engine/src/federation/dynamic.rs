@@ -409,6 +409,13 @@ impl Converter<'_> {
                 .collect::<Option<Vec<_>>>()?;
             self.budget -= values.len();
             if self.arrays && !list.negated() && values.len() > ARRAY_LIST_FROM {
+                // PostgreSQL hashes `= ANY(array)` only when the array's elements have
+                // the column's type; otherwise it compares each row with every key. Bare
+                // integers make an int4[], so a bigint column took 77 s for 30K keys over
+                // 1.5M rows instead of 0.3 s. One typed element types the whole array.
+                let mut values = values;
+                let typed = self.sendable_type(list.expr())?;
+                values[0] = Expr::Cast(Cast::new(Box::new(values[0].clone()), typed));
                 return Some(array_has(make_array(values), target));
             }
             return Some(Expr::InList(InList::new(
@@ -544,7 +551,7 @@ mod tests {
         };
         let long = sql(list(ARRAY_LIST_FROM as i64 + 1)).expect("sent");
         assert!(
-            long.starts_with(r#""meshql_dyn"."c0" = ANY(ARRAY[1, 2, 3,"#),
+            long.starts_with(r#""meshql_dyn"."c0" = ANY(ARRAY[CAST(1 AS BIGINT), 2, 3,"#),
             "{long}"
         );
         let short = sql(list(ARRAY_LIST_FROM as i64)).expect("sent");
