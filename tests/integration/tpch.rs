@@ -153,9 +153,7 @@ async fn embedded(how: &str, engine: MeshEngine) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf01_lake_embedded() {
-    let engine = MeshEngine::open(lake(), &meshql_connectors::default_connectors())
-        .await
-        .expect("the lake layout loads");
+    let engine = lake_engine().await;
     embedded("lake, embedded", engine).await;
 }
 
@@ -163,9 +161,7 @@ async fn tpch_sf01_lake_embedded() {
 /// the join's keys filter the scanned rows before they are aggregated, not after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf01_q17_aggregates_only_rows_that_can_join() {
-    let engine = MeshEngine::open(lake(), &meshql_connectors::default_connectors())
-        .await
-        .expect("the lake layout loads");
+    let engine = lake_engine().await;
     let text = explain_analyze(&engine, 17).await;
     let lines: Vec<&str> = text.lines().collect();
     let aggregate = lines
@@ -190,9 +186,7 @@ async fn tpch_sf01_q17_aggregates_only_rows_that_can_join() {
 /// its keys rule out as cheaply as a filter of those keys would, so none is added.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf01_q9_probes_lineitem_without_extra_key_filters() {
-    let engine = MeshEngine::open(lake(), &meshql_connectors::default_connectors())
-        .await
-        .expect("the lake layout loads");
+    let engine = lake_engine().await;
     let text = explain_analyze(&engine, 9).await;
     let probes = text
         .lines()
@@ -213,9 +207,7 @@ async fn tpch_sf01_q9_probes_lineitem_without_extra_key_filters() {
 /// suppliers that reach it. The aggregate over lineitem is computed once and replayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf01_q15_computes_its_view_once() {
-    let engine = MeshEngine::open(lake(), &meshql_connectors::default_connectors())
-        .await
-        .expect("the lake layout loads");
+    let engine = lake_engine().await;
     let text = explain_analyze(&engine, 15).await;
     let shared: Vec<&str> = text
         .lines()
@@ -243,9 +235,7 @@ async fn tpch_sf01_q15_computes_its_view_once() {
 /// each answer is its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subplans_that_differ_in_a_constant_are_not_shared() {
-    let engine = MeshEngine::open(lake(), &meshql_connectors::default_connectors())
-        .await
-        .expect("the lake layout loads");
+    let engine = lake_engine().await;
     let busiest = |below: u32| {
         format!(
             "(SELECT max(n) FROM (SELECT l_suppkey, count(*) AS n FROM sales.orders.lineitem \
@@ -266,15 +256,7 @@ async fn subplans_that_differ_in_a_constant_are_not_shared() {
         together,
         vec![vec![first[0][0].clone(), second[0][0].clone()]]
     );
-    let plan = run(&engine, &who, &format!("EXPLAIN {both}"))
-        .await
-        .expect("explain");
-    let text = plan
-        .iter()
-        .flatten()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = explain(&engine, &format!("EXPLAIN {both}")).await;
     assert!(!text.contains("SharedSubplanExec"), "{text}");
 }
 
@@ -282,23 +264,13 @@ async fn subplans_that_differ_in_a_constant_are_not_shared() {
 /// instance computes its own rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subplan_read_in_part_is_computed_again_in_full() {
-    let engine = MeshEngine::open(lake(), &meshql_connectors::default_connectors())
-        .await
-        .expect("the lake layout loads");
+    let engine = lake_engine().await;
     // The subquery runs first and reads 3 of 150K orders; the main query reads all.
     let sql = "WITH t AS (SELECT l_orderkey, count(*) AS c FROM sales.orders.lineitem \
                GROUP BY l_orderkey) \
                SELECT count(*) FROM t WHERE c > (SELECT count(c) FROM (SELECT c FROM t LIMIT 3)) - 3";
     let who = Identity::anonymous();
-    let plan = run(&engine, &who, &format!("EXPLAIN {sql}"))
-        .await
-        .expect("explain");
-    let text = plan
-        .iter()
-        .flatten()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = explain(&engine, &format!("EXPLAIN {sql}")).await;
     assert_eq!(text.matches("SharedSubplanExec").count(), 2, "{text}");
     let orders = run(
         &engine,
@@ -332,14 +304,26 @@ async fn explain_analyze(engine: &MeshEngine, q: usize) -> String {
         "EXPLAIN ANALYZE {}",
         qualify(&query.sql, |t| port(t).to_string())
     );
-    let plan = run(engine, &Identity::anonymous(), &sql)
+    explain(engine, &sql).await
+}
+
+/// The plan `EXPLAIN [ANALYZE] ...` prints, as one text.
+async fn explain(engine: &MeshEngine, sql: &str) -> String {
+    let plan = run(engine, &Identity::anonymous(), sql)
         .await
-        .unwrap_or_else(|e| panic!("explain analyze q{q}: {e}"));
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     plan.iter()
         .flatten()
         .cloned()
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The embedded engine over the `lake` layout.
+async fn lake_engine() -> MeshEngine {
+    MeshEngine::open(lake(), &meshql_connectors::default_connectors())
+        .await
+        .expect("the lake layout loads")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,17 +30,12 @@ use datafusion::physical_expr::conjunction;
 use datafusion::physical_expr::utils::reassign_expr_columns;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
-use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::union::{InterleaveExec, UnionExec};
 
 use super::join_key_filter::JoinKeyFilterExec;
-
-/// A new filter below changes the statistics the parents derive.
-const RECOMPUTE: ReplaceChildrenOptions =
-    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
 
 /// Per hash-join filter in scope: whether its rows meet other work on the way up.
 type Scope = HashMap<u64, bool>;
@@ -80,29 +75,14 @@ fn rewrite(plan: &Arc<dyn ExecutionPlan>, scope: &Scope) -> Result<Option<Arc<dy
             produced.insert(id, false);
         }
     }
-    let children = plan.children();
-    let mut changed = false;
-    let mut new_children = Vec::with_capacity(children.len());
-    for (index, child) in children.into_iter().enumerate() {
+    crate::optimizer::rewrite_children(plan, |index, child| {
         let mut scope = scope.clone();
         if does_work(plan, index) {
             scope.values_mut().for_each(|far| *far = true);
         }
         scope.extend(&produced);
-        match rewrite(child, &scope)? {
-            Some(c) => {
-                changed = true;
-                new_children.push(c);
-            }
-            None => new_children.push(Arc::clone(child)),
-        }
-    }
-    if !changed {
-        return Ok(None);
-    }
-    Ok(Some(
-        Arc::clone(plan).replace_children(new_children, RECOMPUTE)?,
-    ))
+        rewrite(child, &scope)
+    })
 }
 
 /// Whether `plan` does work for the rows of its child `index` that grows with their

@@ -35,7 +35,6 @@ use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::buffer::BufferExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
-use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::{
     CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec,
@@ -175,23 +174,7 @@ fn share(
         let shared = SharedSubplanExec::new(Arc::clone(plan), Arc::clone(results));
         return Ok(Some(Arc::new(shared)));
     }
-    let children = plan.children();
-    let mut changed = false;
-    let mut new_children = Vec::with_capacity(children.len());
-    for child in children {
-        match share(child, nodes, groups)? {
-            Some(c) => {
-                changed = true;
-                new_children.push(c);
-            }
-            None => new_children.push(Arc::clone(child)),
-        }
-    }
-    if !changed {
-        return Ok(None);
-    }
-    let keep = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
-    Ok(Some(Arc::clone(plan).replace_children(new_children, keep)?))
+    super::rewrite_children(plan, |_, child| share(child, nodes, groups))
 }
 
 /// Whether the instances print alike in full: a hash collision must not merge two
@@ -241,19 +224,10 @@ fn node_text(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<String>> {
         Ok(TreeNodeRecursion::Continue)
     })?;
     // A join filter's columns are named as in its inputs, which may repeat a name.
-    if let Some(join) = plan.downcast_ref::<HashJoinExec>()
-        && let Some(filter) = join.filter()
-    {
-        let _ = write!(text, " {:?}", filter.column_indices());
-    }
-    if let Some(join) = plan.downcast_ref::<NestedLoopJoinExec>()
-        && let Some(filter) = join.filter()
-    {
-        let _ = write!(text, " {:?}", filter.column_indices());
-    }
-    if let Some(join) = plan.downcast_ref::<SortMergeJoinExec>()
-        && let Some(filter) = join.filter()
-    {
+    let join_filter = (plan.downcast_ref::<HashJoinExec>().and_then(|j| j.filter()))
+        .or_else(|| plan.downcast_ref::<NestedLoopJoinExec>()?.filter())
+        .or_else(|| plan.downcast_ref::<SortMergeJoinExec>()?.filter().as_ref());
+    if let Some(filter) = join_filter {
         let _ = write!(text, " {:?}", filter.column_indices());
     }
     let _ = write!(text, " -> {:?}", plan.schema().fields());
