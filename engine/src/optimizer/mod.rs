@@ -1,8 +1,10 @@
 //! Physical optimizer rules meshql adds to DataFusion's, and the operators they use.
 
+mod decimal_arith;
 mod shared_exec;
 mod shared_subplans;
 
+pub use decimal_arith::DecimalArithmetic;
 pub use shared_subplans::ShareIdenticalSubplans;
 
 use std::sync::Arc;
@@ -24,6 +26,8 @@ pub fn physical_rules(share_subplans: bool) -> Vec<Arc<dyn PhysicalOptimizerRule
             .unwrap_or(rules.len());
         rules.insert(at, Arc::new(ShareIdenticalSubplans::default()));
     }
+    // Last: DataFusion's rules recognise the expressions it replaces.
+    rules.push(Arc::new(DecimalArithmetic));
     rules
 }
 
