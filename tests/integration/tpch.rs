@@ -284,6 +284,27 @@ async fn a_subplan_read_in_part_is_computed_again_in_full() {
     assert_eq!(counted, orders);
 }
 
+/// Q12's filter tests the receipt dates (a 15% range) before the ship modes (string
+/// comparisons), whatever order the query wrote them in (the answers suite checks
+/// what it returns).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_sf01_q12_filters_on_dates_before_strings() {
+    let engine = lake_engine().await;
+    let text = explain_analyze(&engine, 12).await;
+    let filter = text
+        .lines()
+        .find(|l| l.contains("FilterExec:") && l.contains("l_shipmode"))
+        .unwrap_or_else(|| panic!("no filter on l_shipmode: {text}"));
+    let at = |what: &str| {
+        filter
+            .find(what)
+            .unwrap_or_else(|| panic!("{what} not in {filter}"))
+    };
+    let modes = at(" = MAIL");
+    assert!(at(" >= 1994-01-01") < modes, "{filter}");
+    assert!(at(" < 1995-01-01") < modes, "{filter}");
+}
+
 /// `12`, `10.00 K`, `1.50 M` as EXPLAIN ANALYZE prints counts.
 fn parse_count(text: &str) -> usize {
     let (number, factor) = match text.split_once(' ') {

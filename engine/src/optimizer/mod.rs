@@ -1,9 +1,11 @@
 //! Physical optimizer rules meshql adds to DataFusion's, and the operators they use.
 
+mod conjunct_order;
 mod decimal_arith;
 mod shared_exec;
 mod shared_subplans;
 
+pub use conjunct_order::CheapConditionsFirst;
 pub use decimal_arith::DecimalArithmetic;
 pub use shared_subplans::ShareIdenticalSubplans;
 
@@ -26,7 +28,9 @@ pub fn physical_rules(share_subplans: bool) -> Vec<Arc<dyn PhysicalOptimizerRule
             .unwrap_or(rules.len());
         rules.insert(at, Arc::new(ShareIdenticalSubplans::default()));
     }
-    // Last: DataFusion's rules recognise the expressions it replaces.
+    // Last: DataFusion's rules have placed the filters these rewrite, and recognise
+    // the expressions DecimalArithmetic replaces.
+    rules.push(Arc::new(CheapConditionsFirst));
     rules.push(Arc::new(DecimalArithmetic));
     rules
 }
