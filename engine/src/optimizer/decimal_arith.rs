@@ -32,9 +32,8 @@ use datafusion::physical_expr::expressions::BinaryExpr;
 use datafusion::physical_expr_common::datum::apply;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::aggregates::AggregateExec;
-use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
-use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+
+use super::rewrite_expressions;
 
 /// The physical optimizer rule. Append it after DataFusion's.
 #[derive(Debug, Default)]
@@ -47,7 +46,8 @@ impl PhysicalOptimizerRule for DecimalArithmetic {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
-            rewrite_node(&node).map(|n| n.map_or(Transformed::no(node), Transformed::yes))
+            rewrite_expressions(&node, rewrite_expr)
+                .map(|n| n.map_or(Transformed::no(node), Transformed::yes))
         })
         .data()
     }
@@ -59,73 +59,6 @@ impl PhysicalOptimizerRule for DecimalArithmetic {
     fn schema_check(&self) -> bool {
         true
     }
-}
-
-/// `node` with its decimal arithmetic replaced, or None where it has none.
-fn rewrite_node(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
-        let schema = projection.input().schema();
-        let mut changed = false;
-        let mut exprs = Vec::with_capacity(projection.expr().len());
-        for e in projection.expr() {
-            let expr = rewrite_expr(&e.expr, &schema)?;
-            changed |= expr.transformed;
-            exprs.push(ProjectionExpr::new(expr.data, e.alias.clone()));
-        }
-        if !changed {
-            return Ok(None);
-        }
-        let new = ProjectionExec::try_new_with_schema_metadata(
-            exprs,
-            Arc::clone(projection.input()),
-            &projection.schema(),
-        )?;
-        return Ok(Some(Arc::new(new)));
-    }
-    if let Some(filter) = node.downcast_ref::<FilterExec>() {
-        let predicate = rewrite_expr(filter.predicate(), &filter.input().schema())?;
-        if !predicate.transformed {
-            return Ok(None);
-        }
-        let new = FilterExecBuilder::from(filter)
-            .with_predicate(predicate.data)
-            .build()?;
-        return Ok(Some(Arc::new(new)));
-    }
-    if let Some(aggregate) = node.downcast_ref::<AggregateExec>() {
-        let schema = aggregate.input_schema();
-        let mut changed = false;
-        let mut aggr_exprs = Vec::with_capacity(aggregate.aggr_expr().len());
-        for aggr in aggregate.aggr_expr() {
-            let mut args_changed = false;
-            let mut args = Vec::new();
-            for arg in aggr.expressions() {
-                let arg = rewrite_expr(&arg, &schema)?;
-                args_changed |= arg.transformed;
-                args.push(arg.data);
-            }
-            let order_by = aggr
-                .order_bys()
-                .iter()
-                .map(|s| Arc::clone(&s.expr))
-                .collect();
-            match args_changed
-                .then(|| aggr.with_new_expressions(args, order_by))
-                .flatten()
-            {
-                Some(new) => {
-                    changed = true;
-                    aggr_exprs.push(Arc::new(new));
-                }
-                None => aggr_exprs.push(Arc::clone(aggr)),
-            }
-        }
-        if !changed {
-            return Ok(None);
-        }
-        return Ok(Some(Arc::new(aggregate.with_new_aggr_exprs(aggr_exprs))));
-    }
-    Ok(None)
 }
 
 /// `expr` with each decimal `+`, `-` and `*` a [`DecimalArithExpr`].

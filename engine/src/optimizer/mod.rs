@@ -2,20 +2,30 @@
 
 mod conjunct_order;
 mod decimal_arith;
+mod like_segments;
 mod shared_exec;
 mod shared_subplans;
+mod survivors;
 
 pub use conjunct_order::CheapConditionsFirst;
 pub use decimal_arith::DecimalArithmetic;
+pub use like_segments::LikeBySegments;
 pub use shared_subplans::ShareIdenticalSubplans;
+pub use survivors::ConditionsOnSurvivors;
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::Schema;
+use datafusion::common::tree_node::Transformed;
 use datafusion::error::Result;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
 /// DataFusion's rules with meshql's in their place.
 pub fn physical_rules(share_subplans: bool) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
@@ -32,6 +42,9 @@ pub fn physical_rules(share_subplans: bool) -> Vec<Arc<dyn PhysicalOptimizerRule
     // the expressions DecimalArithmetic replaces.
     rules.push(Arc::new(CheapConditionsFirst));
     rules.push(Arc::new(DecimalArithmetic));
+    rules.push(Arc::new(LikeBySegments));
+    // After the rules above: it hides the filters' conjunctions from rules that look for one.
+    rules.push(Arc::new(ConditionsOnSurvivors));
     rules
 }
 
@@ -61,4 +74,76 @@ pub(crate) fn rewrite_children(
     Ok(Some(
         Arc::clone(plan).replace_children(new_children, recompute)?,
     ))
+}
+
+/// `node` with the expressions of its projection, filter or aggregate arguments
+/// rewritten by `rewrite_expr`, or None where none changed. Scans keep their predicates (for
+/// pruning, which looks for DataFusion's own expressions).
+pub(crate) fn rewrite_expressions(
+    node: &Arc<dyn ExecutionPlan>,
+    rewrite_expr: impl Fn(&Arc<dyn PhysicalExpr>, &Schema) -> Result<Transformed<Arc<dyn PhysicalExpr>>>,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
+        let schema = projection.input().schema();
+        let mut changed = false;
+        let mut exprs = Vec::with_capacity(projection.expr().len());
+        for e in projection.expr() {
+            let expr = rewrite_expr(&e.expr, &schema)?;
+            changed |= expr.transformed;
+            exprs.push(ProjectionExpr::new(expr.data, e.alias.clone()));
+        }
+        if !changed {
+            return Ok(None);
+        }
+        let new = ProjectionExec::try_new_with_schema_metadata(
+            exprs,
+            Arc::clone(projection.input()),
+            &projection.schema(),
+        )?;
+        return Ok(Some(Arc::new(new)));
+    }
+    if let Some(filter) = node.downcast_ref::<FilterExec>() {
+        let predicate = rewrite_expr(filter.predicate(), &filter.input().schema())?;
+        if !predicate.transformed {
+            return Ok(None);
+        }
+        let new = FilterExecBuilder::from(filter)
+            .with_predicate(predicate.data)
+            .build()?;
+        return Ok(Some(Arc::new(new)));
+    }
+    if let Some(aggregate) = node.downcast_ref::<AggregateExec>() {
+        let schema = aggregate.input_schema();
+        let mut changed = false;
+        let mut aggr_exprs = Vec::with_capacity(aggregate.aggr_expr().len());
+        for aggr in aggregate.aggr_expr() {
+            let mut args_changed = false;
+            let mut args = Vec::new();
+            for arg in aggr.expressions() {
+                let arg = rewrite_expr(&arg, &schema)?;
+                args_changed |= arg.transformed;
+                args.push(arg.data);
+            }
+            let order_by = aggr
+                .order_bys()
+                .iter()
+                .map(|s| Arc::clone(&s.expr))
+                .collect();
+            match args_changed
+                .then(|| aggr.with_new_expressions(args, order_by))
+                .flatten()
+            {
+                Some(new) => {
+                    changed = true;
+                    aggr_exprs.push(Arc::new(new));
+                }
+                None => aggr_exprs.push(Arc::clone(aggr)),
+            }
+        }
+        if !changed {
+            return Ok(None);
+        }
+        return Ok(Some(Arc::new(aggregate.with_new_aggr_exprs(aggr_exprs))));
+    }
+    Ok(None)
 }
