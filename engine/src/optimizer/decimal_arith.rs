@@ -23,7 +23,7 @@ use datafusion::arrow::compute::kernels::numeric::{add, mul, sub};
 use datafusion::arrow::compute::{binary, unary};
 use datafusion::arrow::datatypes::{DECIMAL128_MAX_PRECISION, DataType, Decimal128Type, Schema};
 use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
 use datafusion::logical_expr::{ColumnarValue, Operator};
@@ -33,7 +33,7 @@ use datafusion::physical_expr_common::datum::apply;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::rewrite_expressions;
+use super::rewrite_plan_expressions;
 
 /// The physical optimizer rule. Append it after DataFusion's.
 #[derive(Debug, Default)]
@@ -45,11 +45,7 @@ impl PhysicalOptimizerRule for DecimalArithmetic {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            rewrite_expressions(&node, rewrite_expr)
-                .map(|n| n.map_or(Transformed::no(node), Transformed::yes))
-        })
-        .data()
+        rewrite_plan_expressions(plan, rewrite_expr)
     }
 
     fn name(&self) -> &str {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, BooleanArray};
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::datatypes::{DataType, Schema};
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{ScalarValue, internal_err};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
@@ -27,7 +27,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use memchr::memmem::Finder;
 
-use super::rewrite_expressions;
+use super::rewrite_plan_expressions;
 
 /// The physical optimizer rule. Append it after DataFusion's.
 #[derive(Debug, Default)]
@@ -39,11 +39,7 @@ impl PhysicalOptimizerRule for LikeBySegments {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            rewrite_expressions(&node, rewrite_expr)
-                .map(|n| n.map_or(Transformed::no(node), Transformed::yes))
-        })
-        .data()
+        rewrite_plan_expressions(plan, rewrite_expr)
     }
 
     fn name(&self) -> &str {

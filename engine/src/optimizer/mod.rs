@@ -16,7 +16,7 @@ pub use survivors::ConditionsOnSurvivors;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
-use datafusion::common::tree_node::Transformed;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -76,10 +76,23 @@ pub(crate) fn rewrite_children(
     ))
 }
 
+/// The body of the expression rewrite rules: `plan` with the expressions of each
+/// projection, filter and aggregate's arguments rewritten by `rewrite_expr`.
+pub(crate) fn rewrite_plan_expressions(
+    plan: Arc<dyn ExecutionPlan>,
+    rewrite_expr: impl Fn(&Arc<dyn PhysicalExpr>, &Schema) -> Result<Transformed<Arc<dyn PhysicalExpr>>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        rewrite_expressions(&node, &rewrite_expr)
+            .map(|n| n.map_or(Transformed::no(node), Transformed::yes))
+    })
+    .data()
+}
+
 /// `node` with the expressions of its projection, filter or aggregate arguments
 /// rewritten by `rewrite_expr`, or None where none changed. Scans keep their predicates (for
 /// pruning, which looks for DataFusion's own expressions).
-pub(crate) fn rewrite_expressions(
+fn rewrite_expressions(
     node: &Arc<dyn ExecutionPlan>,
     rewrite_expr: impl Fn(&Arc<dyn PhysicalExpr>, &Schema) -> Result<Transformed<Arc<dyn PhysicalExpr>>>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
