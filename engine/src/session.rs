@@ -17,7 +17,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::RecordBatchStream;
+use datafusion::physical_plan::{RecordBatchStream, execute_stream};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream};
 
@@ -27,6 +27,7 @@ use crate::governance::catalog::Denials;
 use crate::governance::expr::normalize_identity_calls;
 use crate::governance::{Governance, Identity, settings};
 use crate::mesh::refresh::{refresh_call, refresh_table};
+use crate::optimizer::plain_string_results;
 
 /// How the audit log words a statement that named ports its user may not read.
 pub const NOT_GRANTED: &str = "not granted:";
@@ -224,13 +225,35 @@ impl Planned {
     /// Run it. The stream records the statement in the audit log when it ends, and
     /// reports the end only once the record is on disk.
     pub async fn execute(self) -> Result<SendableRecordBatchStream> {
+        self.run(false).await
+    }
+
+    /// [`Planned::execute`] for a client that reads strings as plain Utf8 / Binary
+    /// (Flight): string columns a plain read of Parquet files passes through arrive
+    /// as those rather than as views (see [`plain_string_results`]). Other columns,
+    /// and results that compute, keep DataFusion's types.
+    pub async fn execute_plain_strings(self) -> Result<SendableRecordBatchStream> {
+        self.run(true).await
+    }
+
+    async fn run(self, plain_strings: bool) -> Result<SendableRecordBatchStream> {
         let Planned {
             df,
             mut record,
             started,
             audit,
         } = self;
-        match df.execute_stream().await {
+        let stream = async {
+            let task = Arc::new(df.task_ctx());
+            let plan = df.create_physical_plan().await?;
+            let plan = if plain_strings {
+                plain_string_results(plan)?
+            } else {
+                plan
+            };
+            execute_stream(plan, task)
+        };
+        match stream.await {
             Ok(inner) => Ok(Box::pin(AuditedStream {
                 schema: inner.schema(),
                 inner,

@@ -3,6 +3,7 @@
 mod conjunct_order;
 mod decimal_arith;
 mod like_segments;
+mod plain_strings;
 mod shared_exec;
 mod shared_subplans;
 mod survivors;
@@ -10,6 +11,7 @@ mod survivors;
 pub use conjunct_order::CheapConditionsFirst;
 pub use decimal_arith::DecimalArithmetic;
 pub use like_segments::LikeBySegments;
+pub use plain_strings::plain_string_results;
 pub use shared_subplans::ShareIdenticalSubplans;
 pub use survivors::ConditionsOnSurvivors;
 

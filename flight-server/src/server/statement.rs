@@ -221,7 +221,7 @@ pub async fn execute(
 ) -> Result<impl Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static, Status> {
     let schema = client_schema(planned.df().schema().as_arrow());
     let started = Instant::now();
-    let stream = planned.execute().await.map_err(status)?;
+    let stream = planned.execute_plain_strings().await.map_err(status)?;
     let mut log = QueryLog {
         query_id: next_query_id(),
         user: user.user.clone(),
