@@ -6,6 +6,11 @@ use clap::Parser;
 
 mod cli;
 
+// Large batch buffers come and go per batch; glibc's allocator returns them to the
+// kernel and faults fresh zeroed pages back in each time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = cli::Cli::parse();

@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 mod run;
 
+// The allocator of the `meshql` binary, so embedded runs measure what the server does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use meshql_tpch::generate::{Table, batches};
 use meshql_tpch::write;
