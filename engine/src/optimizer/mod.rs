@@ -2,6 +2,7 @@
 
 mod conjunct_order;
 mod decimal_arith;
+mod keys_past_aggregates;
 mod like_segments;
 mod plain_strings;
 mod shared_exec;
@@ -10,6 +11,7 @@ mod survivors;
 
 pub use conjunct_order::CheapConditionsFirst;
 pub use decimal_arith::DecimalArithmetic;
+pub use keys_past_aggregates::KeysPastAggregates;
 pub use like_segments::LikeBySegments;
 pub use plain_strings::plain_string_results;
 pub use shared_subplans::ShareIdenticalSubplans;
@@ -32,12 +34,14 @@ use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 /// DataFusion's rules with meshql's in their place.
 pub fn physical_rules(share_subplans: bool) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = PhysicalOptimizer::new().rules;
+    // Before the pass that hands joins' dynamic filters to the scans below them: the
+    // join sides are chosen by then, and the filters are made from the keys these leave.
+    let at = rules
+        .iter()
+        .position(|r| r.name() == "FilterPushdown(Post)")
+        .unwrap_or(rules.len());
+    rules.insert(at, Arc::new(KeysPastAggregates));
     if share_subplans {
-        // Before the pass that hands joins' dynamic filters to the scans below them.
-        let at = rules
-            .iter()
-            .position(|r| r.name() == "FilterPushdown(Post)")
-            .unwrap_or(rules.len());
         rules.insert(at, Arc::new(ShareIdenticalSubplans::default()));
     }
     // Last: DataFusion's rules have placed the filters these rewrite, and recognise
