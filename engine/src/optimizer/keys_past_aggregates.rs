@@ -159,9 +159,17 @@ fn equalities(
     let mut conditions = Vec::new();
     for (left, right) in moved {
         let left = left.downcast_ref::<Column>()?;
+        let (l, r) = (
+            left_schema.field(left.index()),
+            right_schema.field(right.index()),
+        );
+        // Keys of two types compare as the join's hashing does, which `=` may not.
+        if l.data_type() != r.data_type() {
+            return None;
+        }
         let at = fields.len();
-        fields.push(Field::clone(left_schema.field(left.index())));
-        fields.push(Field::clone(right_schema.field(right.index())));
+        fields.push(Field::clone(l));
+        fields.push(Field::clone(r));
         indices.push(ColumnIndex {
             index: left.index(),
             side: JoinSide::Left,
