@@ -665,36 +665,9 @@ async fn a_flight_sql_server_that_is_not_meshql_is_a_source() {
         .expect("MESHQL_TEST_ROAPI names the roapi binary (scripts/test.sh sets it)");
     let f = federation();
     let data = f.root.join("data");
-    let port = crate::support::pg::free_port();
     let dir = tempfile::tempdir().expect("temp dir");
     let log_path = dir.path().join("roapi.log");
-    let log = std::fs::File::create(&log_path).expect("log");
-    let mut child = std::process::Command::new(&roapi)
-        .arg("-t")
-        .arg(format!("nation={}", data.join("nation.parquet").display()))
-        .arg("-t")
-        .arg(format!("region={}", data.join("region.parquet").display()))
-        .args(["--addr-flight-sql", &format!("127.0.0.1:{port}")])
-        .args([
-            "-a",
-            &format!("127.0.0.1:{}", crate::support::pg::free_port()),
-        ])
-        .args([
-            "-p",
-            &format!("127.0.0.1:{}", crate::support::pg::free_port()),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {roapi}: {e}"));
-    // Kills ROAPI if this test process dies first.
-    let mut reaper =
-        crate::support::reaper::at_exit(&format!("kill -9 {} 2>/dev/null", child.id()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "ROAPI did not listen on {port}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (port, mut child, mut reaper) = start_roapi(&roapi, &data, &log_path).await;
     let mesh = dir.path().join("mesh.yaml");
     std::fs::write(
         &mesh,
@@ -743,6 +716,81 @@ async fn a_flight_sql_server_that_is_not_meshql_is_a_source() {
             .any(|l| l.contains("JOIN") && l.contains("GROUP BY") && l.contains("n_nationkey")),
         "ROAPI did not get the join as one statement:\n{served}"
     );
+}
+
+/// ROAPI serving nation and region, listening on all its ports; returns its Flight SQL
+/// port, the process and its reaper. Ports are picked free then released, so another
+/// test may take one before ROAPI binds it: ROAPI then exits, and it is started again on
+/// new ports. Fails with ROAPI's log.
+async fn start_roapi(
+    roapi: &str,
+    data: &std::path::Path,
+    log_path: &std::path::Path,
+) -> (u16, std::process::Child, std::process::Child) {
+    let read_log = || std::fs::read_to_string(log_path).unwrap_or_default();
+    for _attempt in 0..3 {
+        let ports = [(); 3].map(|()| crate::support::pg::free_port());
+        let log = std::fs::File::create(log_path).expect("log");
+        let mut child = std::process::Command::new(roapi)
+            .arg("-t")
+            .arg(format!("nation={}", data.join("nation.parquet").display()))
+            .arg("-t")
+            .arg(format!("region={}", data.join("region.parquet").display()))
+            .args(["--addr-flight-sql", &format!("127.0.0.1:{}", ports[0])])
+            .args(["-a", &format!("127.0.0.1:{}", ports[1])])
+            .args(["-p", &format!("127.0.0.1:{}", ports[2])])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {roapi}: {e}"));
+        // Kills ROAPI if this test process dies first.
+        let mut reaper =
+            crate::support::reaper::at_exit(&format!("kill -9 {} 2>/dev/null", child.id()));
+        let Some(exited) = exit_before_listening(&mut child, &ports, log_path).await else {
+            return (ports[0], child, reaper);
+        };
+        // Gone already: its reaper has nothing left to kill.
+        let _ = reaper.kill();
+        let _ = reaper.wait();
+        eprintln!(
+            "ROAPI exited ({exited}) while starting on {ports:?}, trying new ports; its log:\n{}",
+            read_log()
+        );
+    }
+    panic!(
+        "ROAPI did not start in 3 attempts; its last log:\n{}",
+        read_log()
+    );
+}
+
+/// None once `child` listens on every port in `ports` and is still running a moment
+/// later (so the ports are its own); its exit status if it exits first. Panics after 30 s
+/// with the log at `log_path`.
+async fn exit_before_listening(
+    child: &mut std::process::Child,
+    ports: &[u16],
+    log_path: &std::path::Path,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if ports
+            .iter()
+            .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return child.try_wait().ok().flatten();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {} did not listen on {ports:?} within 30 s; its log:\n{}",
+            child.id(),
+            std::fs::read_to_string(log_path).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Rows of `sql` run on the geo node directly, signed in as `user`.
