@@ -739,6 +739,8 @@ async fn start_roapi(
             .args(["--addr-flight-sql", &format!("127.0.0.1:{}", ports[0])])
             .args(["-a", &format!("127.0.0.1:{}", ports[1])])
             .args(["-p", &format!("127.0.0.1:{}", ports[2])])
+            // Its `Listening on` lines are what readiness waits for.
+            .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
@@ -763,9 +765,10 @@ async fn start_roapi(
     );
 }
 
-/// None once `child` listens on every port in `ports` and is still running a moment
-/// later (so the ports are its own); its exit status if it exits first. Panics after 30 s
-/// with the log at `log_path`.
+/// None once ROAPI (`child`) serves every port in `ports`; its exit status if it exits
+/// first. ROAPI binds all its listeners before it logs `Listening on ADDR`, so those
+/// lines in its log (`log_path`) prove the ports are its own, not another test's.
+/// Panics after 30 s with the log.
 async fn exit_before_listening(
     child: &mut std::process::Child,
     ports: &[u16],
@@ -776,12 +779,12 @@ async fn exit_before_listening(
         if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
         }
-        if ports
-            .iter()
-            .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
-        {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            return child.try_wait().ok().flatten();
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        if ports.iter().all(|p| {
+            log.contains(&format!("Listening on 127.0.0.1:{p} "))
+                && std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok()
+        }) {
+            return None;
         }
         assert!(
             Instant::now() < deadline,
