@@ -3,6 +3,7 @@
 //!
 //! The engine knows no concrete connector: it is given a [`ConnectorRegistry`].
 
+pub mod allocator;
 pub mod config;
 pub mod connector;
 pub mod engine;

@@ -86,6 +86,7 @@ enum Format {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    meshql_engine::allocator::retain_freed_memory();
     let (sf, format, out, tables) = match Cli::parse().command {
         Command::Generate {
             sf,
