@@ -195,14 +195,16 @@ impl MeshEngine {
         let optimizer = &mut config.options_mut().optimizer;
         optimizer.hash_join_single_partition_threshold = 64 << 20;
         optimizer.hash_join_single_partition_threshold_rows = 2_000_000;
-        // A join on one integer key whose build-side keys span under 256K values looks
-        // rows up by key in an array (at most 1 MiB) instead of hashing them. DataFusion's
-        // default span is 1024 (or keys at least 15% dense): TPC-H Q17 probed the hash
-        // table of 204 parts, spread over 200K part keys, with all 6M lineitem rows.
+        // A join on one integer key whose build-side keys span under 8M values looks rows
+        // up by key in an array (4 bytes a value, at most 32 MiB, counted against the
+        // memory pool) instead of hashing them. DataFusion's default span is 1024 (or keys
+        // at least 15% dense): TPC-H Q17 probed the hash table of 204 parts, spread over
+        // 200K part keys, with all 6M lineitem rows; Q4 and Q5 a quarter's orders, spread
+        // over 6M order keys.
         config
             .options_mut()
             .execution
-            .perfect_hash_join_small_build_threshold = 1 << 18;
+            .perfect_hash_join_small_build_threshold = 1 << 23;
         config
     }
 
