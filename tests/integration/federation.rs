@@ -788,9 +788,8 @@ async fn exit_before_listening(
         }
         assert!(
             Instant::now() < deadline,
-            "process {} did not listen on {ports:?} within 30 s; its log:\n{}",
-            child.id(),
-            std::fs::read_to_string(log_path).unwrap_or_default()
+            "process {} did not listen on {ports:?} within 30 s; its log:\n{log}",
+            child.id()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
