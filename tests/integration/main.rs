@@ -11,3 +11,4 @@ mod policy;
 mod query;
 mod slt;
 mod tpch;
+mod wire;
