@@ -23,7 +23,9 @@ async fn a_large_response_body_goes_out_in_few_writes() {
     };
 
     let server = tokio::spawn(async move {
-        let mut conn = h2::server::handshake(server_io).await.expect("server handshake");
+        let mut conn = h2::server::handshake(server_io)
+            .await
+            .expect("server handshake");
         let (_request, mut respond) = conn
             .accept()
             .await
@@ -46,8 +48,12 @@ async fn a_large_response_body_goes_out_in_few_writes() {
         .await
         .expect("client handshake");
     let driver = tokio::spawn(conn);
-    let request = http::Request::get("http://meshql.test/").body(()).expect("request");
-    let (response, _) = client.send_request(request, true).expect("send the request");
+    let request = http::Request::get("http://meshql.test/")
+        .body(())
+        .expect("request");
+    let (response, _) = client
+        .send_request(request, true)
+        .expect("send the request");
     let mut body = response.await.expect("response headers").into_body();
     let mut received = 0;
     while let Some(chunk) = body.data().await {
@@ -106,10 +112,7 @@ impl AsyncWrite for CountWrites {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
