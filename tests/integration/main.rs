@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cache;
 mod check;
 mod federation;
 mod flight;

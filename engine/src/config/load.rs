@@ -573,6 +573,9 @@ fn validate_port_shape(
         (None, None) => Err(origin
             .problem("the port has neither `source:` nor `sql:`")
             .with_help("add `source: NAME` (plus `format` and `path` for lake sources), or `sql: SELECT ...` for a derived port")),
+        (None, Some(_)) if config.cache.is_some() => Err(origin
+            .problem_at(&["cache".into()], "`cache` applies to ports that read a source")
+            .with_help("a derived port is planned over its inputs on every query; cache the ports it reads instead")),
         (None, Some(_)) => match config.location.keys().next() {
             Some(key) => {
                 let key = super::interpolate::key_string(key);
@@ -582,6 +585,9 @@ fn validate_port_shape(
             }
             None => Ok(config),
         },
+        (Some(_), None) if config.cache.as_ref().is_some_and(|c| c.max_mb == 0) => Err(origin
+            .problem_at(&["cache".into(), "max_mb".into()], "`max_mb` must be at least 1")
+            .with_help("remove `cache:` to read the source on every query")),
         (Some(_), None) => Ok(config),
     }
 }

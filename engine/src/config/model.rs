@@ -100,9 +100,33 @@ pub struct PortConfig {
     pub columns: BTreeMap<String, ColumnConfig>,
     pub source: Option<String>,
     pub sql: Option<String>,
+    /// Hold the port's rows in memory (source ports only).
+    pub cache: Option<CacheConfig>,
     /// Connector-specific keys (`format`, `path`, `options`, `table`, ...).
     #[serde(flatten)]
     pub location: Mapping,
+}
+
+/// `output_ports.NAME.cache`: the port's rows are read when it opens (and on
+/// `CALL mesh.refresh()`) and queries read them from memory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// The most the rows may take in memory, in MB; a port that needs more is read from
+    /// its source as if it had no cache.
+    #[serde(
+        default = "CacheConfig::default_max_mb",
+        deserialize_with = "super::decode::number_or_string"
+    )]
+    pub max_mb: u64,
+}
+
+impl CacheConfig {
+    pub const DEFAULT_MAX_MB: u64 = 4096;
+
+    fn default_max_mb() -> u64 {
+        Self::DEFAULT_MAX_MB
+    }
 }
 
 /// `columns.NAME`: documentation and tags of one column of a port.

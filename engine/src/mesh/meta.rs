@@ -92,6 +92,7 @@ impl MetaKind {
                 tags(),
                 s("status"),
                 s("error"),
+                s("cache"),
                 s("declared_at"),
             ],
             MetaKind::Columns => vec![
@@ -327,7 +328,7 @@ fn build(
             ]
         }
         MetaKind::OutputPorts => {
-            let mut cols: [Col; 13] = Default::default();
+            let mut cols: [Col; 14] = Default::default();
             let mut tags = vec![];
             for (domain, port) in ports() {
                 let info = &port.info;
@@ -359,6 +360,7 @@ fn build(
                     info.description.clone(),
                     Some(status.to_string()),
                     error,
+                    port.cache_status(),
                     at(&info.origin),
                 ];
                 for (col, value) in cols.iter_mut().zip(values) {

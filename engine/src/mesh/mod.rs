@@ -2,6 +2,7 @@
 //! mesh, with each port's table (or why it is unavailable), and its registration as
 //! DataFusion catalogs.
 
+pub mod cache;
 pub mod catalog;
 pub mod derived;
 pub mod meta;
@@ -289,6 +290,7 @@ fn declare_port(
         source: config.source,
         location: PortLocation::default(),
         sql: config.sql,
+        cache: config.cache,
     };
     let not_yet = || {
         PortState::broken(Problem::new(

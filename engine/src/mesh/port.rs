@@ -21,9 +21,11 @@ use serde_yaml::Mapping;
 
 use crate::config::PortName;
 use crate::config::load::Origin;
-use crate::config::model::ColumnConfig;
+use crate::config::model::{CacheConfig, ColumnConfig};
 use crate::connector::{PortLocation, Source};
 use crate::problem::Problem;
+
+use super::cache::NotHeld;
 
 /// How long a port that failed to open is left alone before a query tries it again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -69,6 +71,7 @@ pub struct PortInfo {
     pub source: Option<String>,
     pub location: PortLocation,
     pub sql: Option<String>,
+    pub cache: Option<CacheConfig>,
 }
 
 /// How to open the port again if it failed (source ports only).
@@ -99,6 +102,7 @@ pub struct PortEntry {
     pub info: PortInfo,
     reopen: Option<Reopen>,
     state: RwLock<PortState>,
+    cache_status: RwLock<Option<String>>,
     /// One reopen at a time: concurrent queries wait for it instead of all retrying.
     reopening: tokio::sync::Mutex<()>,
 }
@@ -109,6 +113,7 @@ impl PortEntry {
             info,
             reopen,
             state: RwLock::new(state),
+            cache_status: RwLock::new(None),
             reopening: tokio::sync::Mutex::new(()),
         }
     }
@@ -177,11 +182,71 @@ impl PortEntry {
                 Ok(opened) => opened,
                 Err(_) => Err(timed_out(&self.info)),
             };
+        // Reading the rows of a cached port is not bounded by OPEN_TIMEOUT: the source
+        // answered, and a big port takes as long as it takes.
+        let opened = match (opened, &self.info.cache) {
+            (Ok(table), Some(cache)) => self.hold(table, cache, state).await,
+            (opened, _) => opened,
+        };
         self.set_state(match &opened {
             Ok(table) => PortState::Ready(Arc::clone(table)),
             Err(problem) => PortState::broken(problem.clone()),
         });
         opened
+    }
+
+    /// The port's table with its rows in memory; the source's table if they do not fit.
+    async fn hold(
+        &self,
+        table: Arc<dyn TableProvider>,
+        cache: &CacheConfig,
+        state: &SessionState,
+    ) -> Result<Arc<dyn TableProvider>, Problem> {
+        let name = &self.info.name;
+        let started = Instant::now();
+        let (table, status) = match super::cache::hold(&table, cache, state).await {
+            Ok((memory, held)) => {
+                tracing::info!(port = %name, rows = held.rows, bytes = held.bytes,
+                    seconds = started.elapsed().as_secs_f64(), "output port held in memory");
+                let memory: Arc<dyn TableProvider> = Arc::new(PortTable {
+                    name: name.clone(),
+                    inner: memory,
+                });
+                (memory, held.to_string())
+            }
+            Err(NotHeld::TooBig { max_mb }) => {
+                let why = format!(
+                    "not held: the rows take more than {max_mb} MB (`cache.max_mb`); read from the source"
+                );
+                tracing::warn!(port = %name, "{why}; raise `cache.max_mb` or remove `cache:`");
+                (table, why)
+            }
+            Err(NotHeld::Read(e)) => {
+                let problem = self
+                    .info
+                    .origin
+                    .problem(format!("reading the rows to cache failed: {e}"))
+                    .with_subject(format!("output port `{name}`"));
+                return Err(problem);
+            }
+        };
+        self.set_cache_status(Some(status));
+        Ok(table)
+    }
+
+    /// What the port's cache holds (`None` without `cache:` or before the port opened).
+    pub fn cache_status(&self) -> Option<String> {
+        match self.cache_status.read() {
+            Ok(status) => status.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_cache_status(&self, status: Option<String>) {
+        match self.cache_status.write() {
+            Ok(mut guard) => *guard = status,
+            Err(poisoned) => *poisoned.into_inner() = status,
+        }
     }
 
     /// Open a source port again, so what its source says now (schema, files, row

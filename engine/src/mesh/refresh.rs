@@ -1,7 +1,8 @@
 //! `CALL mesh.refresh()` / `CALL mesh.refresh('source')`: forget what sources said
 //! about their tables (schemas, row counts) and open their ports again, so a changed
 //! remote table, a new Delta version or a source that came back is used without a
-//! restart. Ports already being read keep the table they started with.
+//! restart. Ports already being read keep the table they started with. Lake ports list
+//! their files again, and cached ports (`cache:`) read their rows again.
 //!
 //! The statement plans to a one-partition stream and refreshes when it is read: Flight
 //! SQL clients plan a statement more than once (GetFlightInfo, DoGet, prepare).
@@ -54,6 +55,11 @@ impl MeshRegistry {
             if let Some(source) = &info.source {
                 source.refresh();
             }
+        }
+        // DataFusion keeps directory listings for ever: forget them, so lake ports see
+        // files added or removed since they were listed (the ports re-list once).
+        if let Some(listings) = self.opener.runtime.cache_manager.get_list_files_cache() {
+            listings.clear();
         }
         let ports: Vec<_> = self
             .ports()

@@ -22,7 +22,7 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::Partitioning;
@@ -72,12 +72,33 @@ fn rewrite(
                 _ => below.extend(columns(&e.expr)),
             }
         }
-        let Some(input) = rewrite(projection.input(), &below)? else {
-            return Ok(None);
+        // A plain column cast to a view only to be passed through (a cached port's
+        // scan, `mesh/cache.rs`) is passed through as it is.
+        let mut exprs = projection.expr().to_vec();
+        let mut uncast = false;
+        for (i, e) in exprs.iter_mut().enumerate() {
+            if let Some(cast) = e.expr.downcast_ref::<CastExpr>()
+                && !computed.contains(&i)
+                && cast.expr().downcast_ref::<Column>().is_some()
+                && plain_type(cast.cast_type()).is_some()
+                && Some(cast.cast_type().clone())
+                    == cast
+                        .expr()
+                        .data_type(&projection.input().schema())
+                        .ok()
+                        .and_then(|t| view_type(&t))
+            {
+                e.expr = Arc::clone(cast.expr());
+                uncast = true;
+            }
+        }
+        let input = match rewrite(projection.input(), &below)? {
+            Some(input) => input,
+            None if uncast => Arc::clone(projection.input()),
+            None => return Ok(None),
         };
         // Rebuilt rather than given a new child: the projection's output types follow
         // its input's.
-        let exprs = projection.expr().to_vec();
         return Ok(Some(Arc::new(ProjectionExec::try_new(exprs, input)?)));
     }
     if let Some(filter) = plan.downcast_ref::<FilterExec>() {
@@ -190,6 +211,14 @@ fn plain_type(t: &DataType) -> Option<DataType> {
     }
 }
 
+fn view_type(t: &DataType) -> Option<DataType> {
+    match t {
+        DataType::Utf8 => Some(DataType::Utf8View),
+        DataType::Binary => Some(DataType::BinaryView),
+        _ => None,
+    }
+}
+
 fn columns(expr: &Arc<dyn PhysicalExpr>) -> HashSet<usize> {
     collect_columns(expr).iter().map(Column::index).collect()
 }
@@ -254,6 +283,44 @@ mod tests {
             .iter()
             .map(|f| f.data_type().clone())
             .collect()
+    }
+
+    /// A cached port's scan: plain strings in memory, cast to views for the plan.
+    #[tokio::test]
+    async fn plain_strings_cast_to_views_are_passed_through_plain() {
+        use DataType::{Int64, Utf8, Utf8View};
+        use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+        use datafusion::datasource::MemTable;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("p", Utf8, true),
+            Field::new("n", Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    None,
+                    Some("a longer string"),
+                ])),
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+            ],
+        )
+        .unwrap();
+        let ctx = SessionContext::new();
+        let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
+        ctx.register_table("m", Arc::new(table)).unwrap();
+        let view = "SELECT CAST(p AS VARCHAR) AS v, n FROM m";
+        ctx.sql(&format!("CREATE VIEW mv AS {view}")).await.unwrap();
+        for (sql, types) in [
+            ("SELECT * FROM mv", vec![Utf8, Int64]),
+            ("SELECT v FROM mv WHERE n > 1", vec![Utf8]),
+            // DataFusion filters below the cast, on a cast of its own.
+            ("SELECT v FROM mv WHERE v <> 'a'", vec![Utf8]),
+            ("SELECT upper(v) AS u, n FROM mv", vec![Utf8View, Int64]),
+        ] {
+            assert_eq!(output_types(&ctx, sql).await, types, "{sql}");
+        }
     }
 
     #[tokio::test]
