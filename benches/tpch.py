@@ -14,8 +14,9 @@ Delta), per query, alternating engines run by run so machine drift cancels out:
   roapi            ROAPI over Flight SQL, an ADBC client fetching every row
 
 Reports the median of N runs per query, totals, ratios of meshql to each peer, and each
-process's peak RSS. Then streams the whole of lineitem (`SELECT *`) through meshql and
-ROAPI to an ADBC client reading batch by batch, each from a freshly started server:
+process's peak RSS. Then streams the whole of lineitem (`SELECT *`) through meshql (from
+the Delta files, and with the port's `cache:` holding it in memory) and ROAPI (which holds
+its tables in memory) to an ADBC client reading batch by batch, each from a freshly started server:
 rows/s, MB/s of Arrow, and the server's peak RSS. Also from a C++ Flight server (pyarrow)
 that holds lineitem decoded in memory and does nothing else: how fast this ADBC client
 can read on this machine at all, the ceiling for any server. Writes JSON and a PNG chart to
@@ -254,6 +255,8 @@ def start(engine: str, args, layout: pathlib.Path):
 
 # The client's ceiling in the streaming phase: see serve_from_memory.
 CEILING = "arrow-cpp-in-memory"
+# meshql streaming lineitem held in memory by the port's `cache:`.
+CACHED = "meshql-cached"
 
 
 def serve_from_memory(data: pathlib.Path, port: int) -> None:
@@ -279,13 +282,24 @@ def serve_from_memory(data: pathlib.Path, port: int) -> None:
     Memory(f"grpc://127.0.0.1:{port}").serve()
 
 
+def cached_mesh(layout: pathlib.Path) -> pathlib.Path:
+    """A mesh of lineitem alone with `cache:`, held in memory as ROAPI holds its tables."""
+    path = layout / "mesh-cached.yaml"
+    path.write_text("# Written by benches/tpch.py: lineitem held in memory (`cache:`).\n"
+                    "version: 1\nsources:\n  lake: { kind: local, root: ./data }\n"
+                    "domains:\n  sales:\n    products:\n      orders:\n        output_ports:\n"
+                    "          lineitem: { source: lake, format: delta, path: lineitem, cache: { max_mb: 4096 } }\n")
+    return path
+
+
 def stream_lineitem(args, layout: pathlib.Path, engines: list) -> dict:
     """`SELECT *` of lineitem from a fresh server per run, alternating engines."""
     runs = {e: [] for e in engines}
     for _ in range(args.runs):
         for e in engines:
-            if e == "meshql-flight":
-                proc, url = serve(args.binary, layout / "mesh.yaml")
+            if e in ("meshql-flight", CACHED):
+                mesh = layout / "mesh.yaml" if e == "meshql-flight" else cached_mesh(layout)
+                proc, url = serve(args.binary, mesh)
                 server, sql = FlightClient(url, [proc]), "SELECT * FROM sales.orders.lineitem"
             elif e == CEILING:
                 port = free_port()
@@ -389,6 +403,7 @@ def main() -> None:
         for server in running.values():
             server.stop()
     streamed = [e for e in ("meshql-flight", "roapi") if e in engines]
+    streamed[1:1] = [CACHED] if "meshql-flight" in engines else []
     streamed += [CEILING] if streamed else []
     stream = {} if args.no_stream or not streamed else stream_lineitem(args, data, streamed)
 
@@ -431,9 +446,10 @@ def main() -> None:
         for e, r in stream.items():
             print(f"| {e} | {r['median_s']:.2f} s | {r['rows_per_s'] / 1e6:.2f} M | {r['mb_per_s']:.0f} | "
                   f"{r['peak_rss_mb']:.0f} MB ({r['rss_before_mb']:.0f} MB) |")
-        if "meshql-flight" in stream and "roapi" in stream:
-            print(f"meshql / ROAPI throughput: {stream['meshql-flight']['rows_per_s'] / stream['roapi']['rows_per_s']:.2f}x")
-        for e in ("meshql-flight", "roapi"):
+        for e in ("meshql-flight", CACHED):
+            if e in stream and "roapi" in stream:
+                print(f"{e} / ROAPI throughput: {stream[e]['rows_per_s'] / stream['roapi']['rows_per_s']:.2f}x")
+        for e in ("meshql-flight", CACHED, "roapi"):
             if e in stream:
                 print(f"{e} / client ceiling ({CEILING}): "
                       f"{stream[e]['rows_per_s'] / stream[CEILING]['rows_per_s']:.2f}x")
