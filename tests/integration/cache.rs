@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
-use meshql_engine::MeshEngine;
+use meshql_engine::{EngineOptions, MeshEngine};
 
 use crate::support::cli::{meshql_plain, stderr, stdout};
 use meshql_tpch::generate::{Table, batches};
@@ -130,6 +130,11 @@ async fn a_cached_port_answers_from_memory_until_refreshed() {
         status.starts_with(&format!("in memory: {left} rows, ")),
         "{status}"
     );
+
+    // A refresh that fails leaves nothing held, and says nothing is.
+    std::fs::remove_dir_all(&files).expect("rm");
+    collect(&engine, "CALL mesh.refresh('lake')").await;
+    assert_eq!(cache_status(&engine, port).await, None);
 }
 
 #[tokio::test]
@@ -150,6 +155,26 @@ async fn a_port_too_big_for_its_cache_reads_its_source() {
     assert_eq!(count(&engine, port).await, 60175);
     let scan = plan(&engine, &format!("SELECT l_orderkey FROM {port}")).await;
     assert!(scan.contains("file_type=parquet"), "{scan}");
+
+    // Within max_mb but not within the memory pool: the pool counts what caches hold.
+    with_cache(dir.path(), "supply.yaml", &["partsupp"], "{ max_mb: 64 }");
+    let lookup = |name: &str| f.env().into_iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let spec = meshql_engine::config::load_mesh_with_env(&dir.path().join("mesh.yaml"), &lookup)
+        .expect("mesh loads");
+    let options = EngineOptions {
+        memory_limit: Some(256 * 1024),
+        ..EngineOptions::default()
+    };
+    let engine =
+        MeshEngine::from_spec_with(spec, &meshql_connectors::default_connectors(), &options).await;
+    let status = cache_status(&engine, "supply.catalog.partsupp")
+        .await
+        .expect("a cache status");
+    assert!(
+        status.starts_with("not held: the memory pool (`--memory-limit`) has no room"),
+        "{status}"
+    );
+    assert_eq!(count(&engine, "supply.catalog.partsupp").await, 8000);
 }
 
 /// The policy suite gives the same answers, per user, when every source port is cached:
@@ -183,6 +208,12 @@ async fn policy_slt_with_every_port_cached() {
     for port in ports {
         assert!(port[1].starts_with("in memory: "), "{port:?}");
     }
+    // A reader under a row filter learns that the port is cached, not its size.
+    let groups = engine.access().expect("access").users["ana"].groups.clone();
+    let ana = meshql_engine::Identity::new("ana", groups);
+    let sql = "SELECT cache FROM mesh.meta.output_ports WHERE name = 'customer.profile.customer'";
+    let seen = query(&engine, &ana, sql).await.expect("ana reads metadata");
+    assert_eq!(seen, vec![vec!["in memory".to_string()]]);
     run_all("slt/policy", move || {
         let engine = Arc::clone(&engine);
         async move { Ok::<_, SltError>(EngineDb::new(engine)) }

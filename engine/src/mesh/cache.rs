@@ -1,11 +1,12 @@
 //! `cache:` on a source port: its rows are read when the port opens (and again on
 //! `CALL mesh.refresh()`) and queries read them from memory, with no decoding or round
 //! trip to the source. This is for ports read often and whole: ROAPI holds every table
-//! this way, Spice calls it acceleration. Rows that do not fit in `max_mb` are not held:
-//! the port reads its source as if it had no cache, and says why.
+//! this way, Spice calls it acceleration. Rows that do not fit in `max_mb` (or in the
+//! memory pool) are not held: the port reads its source as if it had no cache, and says
+//! why.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
@@ -16,6 +17,7 @@ use datafusion::common::{Constraints, Statistics};
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::SessionState;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{CastExpr, Column};
@@ -28,9 +30,10 @@ use crate::config::model::CacheConfig;
 /// Why the rows were not held.
 #[derive(Debug)]
 pub enum NotHeld {
-    /// More than `max_mb`: the port reads its source instead.
-    TooBig { max_mb: u64 },
-    /// The source failed while its rows were read.
+    /// More than `max_mb`, or more than the memory pool (`--memory-limit`) has left: the
+    /// port reads its source instead.
+    NoRoom(String),
+    /// The source failed, or stopped sending, while its rows were read.
     Read(DataFusionError),
 }
 
@@ -44,7 +47,7 @@ pub struct Held {
 impl std::fmt::Display for Held {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mb = self.bytes as f64 / (1024.0 * 1024.0);
-        write!(f, "in memory: {} rows, {mb:.0} MB", self.rows)
+        write!(f, "in memory: {} rows, {mb:.1} MB", self.rows)
     }
 }
 
@@ -52,11 +55,14 @@ impl std::fmt::Display for Held {
 /// run as parallel as scans of the source. Strings are held as plain Utf8 / Binary, the
 /// form Flight clients receive: held as views (how DataFusion reads Parquet), every
 /// stream of the port would copy them into plain arrays, a fifth of the server's CPU
-/// (see [`CachedTable`]).
+/// (see [`CachedTable`]). The rows are reserved from the session's memory pool for as
+/// long as they are held, so `--memory-limit` counts them. A source that sends nothing
+/// for `idle` fails the read: a stalled source must not hold up start or a refresh.
 pub async fn hold(
     table: &Arc<dyn TableProvider>,
     cache: &CacheConfig,
     state: &SessionState,
+    idle: Duration,
 ) -> Result<(Arc<dyn TableProvider>, Held), NotHeld> {
     let max_bytes = usize::try_from(cache.max_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
     let plan = table
@@ -65,26 +71,41 @@ pub async fn hold(
         .map_err(NotHeld::Read)?;
     let partitions = plan.properties().partitioning.partition_count();
     let schema = plain_schema(&table.schema());
-    let used = AtomicUsize::new(0);
+    let reservation =
+        MemoryConsumer::new("output port cache").register(&state.runtime_env().memory_pool);
     let read = (0..partitions).map(|i| {
-        let (plan, used, schema, ctx) = (&plan, &used, &schema, state.task_ctx());
+        let (plan, reservation, schema, ctx) = (&plan, &reservation, &schema, state.task_ctx());
         async move {
-            let stream = plan.execute(i, ctx).map_err(NotHeld::Read)?;
-            stream
-                .map_err(NotHeld::Read)
-                .and_then(|batch| async move {
-                    let batch = plain_strings(&batch, schema).map_err(NotHeld::Read)?;
-                    let size = batch.get_array_memory_size();
-                    // Stop as soon as the partitions together pass the limit.
-                    if used.fetch_add(size, Ordering::Relaxed) + size > max_bytes {
-                        return Err(NotHeld::TooBig {
-                            max_mb: cache.max_mb,
-                        });
-                    }
-                    Ok(batch)
-                })
-                .try_collect::<Vec<_>>()
-                .await
+            let mut stream = plan.execute(i, ctx).map_err(NotHeld::Read)?;
+            let mut batches = Vec::new();
+            loop {
+                let next = tokio::time::timeout(idle, stream.next())
+                    .await
+                    .map_err(|_| {
+                        NotHeld::Read(DataFusionError::Execution(format!(
+                            "the source sent nothing for {}s while its rows were read",
+                            idle.as_secs()
+                        )))
+                    })?;
+                let Some(batch) = next else { break };
+                let batch =
+                    plain_strings(&batch.map_err(NotHeld::Read)?, schema).map_err(NotHeld::Read)?;
+                let size = batch.get_array_memory_size();
+                // Stop as soon as the partitions together pass the limit.
+                if reservation.size() + size > max_bytes {
+                    return Err(NotHeld::NoRoom(format!(
+                        "the rows take more than {} MB (`cache.max_mb`)",
+                        cache.max_mb
+                    )));
+                }
+                reservation.try_grow(size).map_err(|e| {
+                    NotHeld::NoRoom(format!(
+                        "the memory pool (`--memory-limit`) has no room: {e}"
+                    ))
+                })?;
+                batches.push(batch);
+            }
+            Ok::<_, NotHeld>(batches)
         }
     });
     let mut batches: Vec<_> = futures::stream::iter(read)
@@ -96,7 +117,7 @@ pub async fn hold(
     }
     let held = Held {
         rows: batches.iter().flatten().map(|b| b.num_rows()).sum(),
-        bytes: used.load(Ordering::Relaxed),
+        bytes: reservation.size(),
     };
     let memory = MemTable::try_new(schema, batches)
         .map_err(NotHeld::Read)?
@@ -104,6 +125,7 @@ pub async fn hold(
     let cached = CachedTable {
         schema: table.schema(),
         memory,
+        _reservation: reservation,
     };
     Ok((Arc::new(cached), held))
 }
@@ -116,6 +138,8 @@ pub async fn hold(
 pub struct CachedTable {
     schema: SchemaRef,
     memory: MemTable,
+    /// Given back to the pool when the table is dropped (a refresh replaced it).
+    _reservation: MemoryReservation,
 }
 
 #[async_trait]

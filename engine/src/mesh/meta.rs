@@ -360,7 +360,12 @@ fn build(
                     info.description.clone(),
                     Some(status.to_string()),
                     error,
-                    port.cache_status(),
+                    // Row counts and sizes are the unfiltered port's: not for a reader
+                    // whose view of it may be filtered.
+                    port.cache_status().map(|s| match restricted {
+                        true => s.split(':').next().unwrap_or_default().to_string(),
+                        false => s,
+                    }),
                     at(&info.origin),
                 ];
                 for (col, value) in cols.iter_mut().zip(values) {

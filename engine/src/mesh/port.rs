@@ -183,11 +183,16 @@ impl PortEntry {
                 Err(_) => Err(timed_out(&self.info)),
             };
         // Reading the rows of a cached port is not bounded by OPEN_TIMEOUT: the source
-        // answered, and a big port takes as long as it takes.
+        // answered, and a big port takes as long as it takes (OPEN_TIMEOUT bounds the
+        // wait for each batch).
         let opened = match (opened, &self.info.cache) {
             (Ok(table), Some(cache)) => self.hold(table, cache, state).await,
             (opened, _) => opened,
         };
+        if opened.is_err() {
+            // Whatever was held went with the old table.
+            self.set_cache_status(None);
+        }
         self.set_state(match &opened {
             Ok(table) => PortState::Ready(Arc::clone(table)),
             Err(problem) => PortState::broken(problem.clone()),
@@ -204,7 +209,7 @@ impl PortEntry {
     ) -> Result<Arc<dyn TableProvider>, Problem> {
         let name = &self.info.name;
         let started = Instant::now();
-        let (table, status) = match super::cache::hold(&table, cache, state).await {
+        let (table, status) = match super::cache::hold(&table, cache, state, OPEN_TIMEOUT).await {
             Ok((memory, held)) => {
                 tracing::info!(port = %name, rows = held.rows, bytes = held.bytes,
                     seconds = started.elapsed().as_secs_f64(), "output port held in memory");
@@ -214,11 +219,9 @@ impl PortEntry {
                 });
                 (memory, held.to_string())
             }
-            Err(NotHeld::TooBig { max_mb }) => {
-                let why = format!(
-                    "not held: the rows take more than {max_mb} MB (`cache.max_mb`); read from the source"
-                );
-                tracing::warn!(port = %name, "{why}; raise `cache.max_mb` or remove `cache:`");
+            Err(NotHeld::NoRoom(reason)) => {
+                let why = format!("not held: {reason}; read from the source");
+                tracing::warn!(port = %name, "{why}; raise the limit or remove `cache:`");
                 (table, why)
             }
             Err(NotHeld::Read(e)) => {
