@@ -1,6 +1,6 @@
-//! `cache:` on ports: rows served from memory until the port is refreshed, a port too
-//! big for its cache read from its source, governance unchanged on cached ports, and
-//! `cache` declared where it cannot apply.
+//! `cache:` on ports: rows served from memory until the port is refreshed (lake and
+//! PostgreSQL ports), a port too big for its cache or the memory pool read from its
+//! source, governance unchanged on cached ports, and `cache` where it cannot apply.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,11 +8,11 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use meshql_engine::{EngineOptions, MeshEngine};
-
-use crate::support::cli::{meshql_plain, stderr, stdout};
 use meshql_tpch::generate::{Table, batches};
 use meshql_tpch::write;
 
+use crate::support::cli::{meshql_plain, stderr, stdout};
+use crate::support::federation::federation;
 use crate::support::fixture::{TEST_SF, copy_dir, fixture};
 use crate::support::slt::{EngineDb, SltError, TEST_PASSWORD, query, run_all};
 
@@ -261,4 +261,37 @@ fn cache_where_it_cannot_apply_is_an_error_naming_the_line() {
     let err = format!("{}{}", stdout(&out), stderr(&out));
     assert!(!out.status.success());
     assert!(err.contains("`max_mb` must be at least 1"), "{err}");
+}
+
+/// A cached PostgreSQL port answers from memory: rows added at the source appear after
+/// `CALL mesh.refresh('crm')`, not before.
+#[tokio::test]
+async fn a_cached_postgres_port_answers_from_memory_until_refreshed() {
+    let fed = federation();
+    fed.pg.psql(
+        "crm",
+        "CREATE TABLE public.cache_probe AS SELECT g AS id FROM generate_series(1, 100) AS g",
+    );
+    let mesh = fed.root.join("cached-postgres.yaml");
+    let crm = std::fs::read_to_string(&fed.mesh).expect("mesh");
+    let sources = &crm[..crm.find("domains:").expect("domains")];
+    std::fs::write(
+        &mesh,
+        format!(
+            "{sources}domains:\n  probe:\n    products:\n      p:\n        output_ports:\n          \
+             probe: {{ source: crm, table: public.cache_probe, cache: {{}} }}\n"
+        ),
+    )
+    .expect("write mesh");
+    let engine = engine_with_env(&mesh, &fed.env()).await;
+    let port = "probe.p.probe";
+    assert_eq!(count(&engine, port).await, 100);
+    let status = cache_status(&engine, port).await.expect("a cache status");
+    assert!(status.starts_with("in memory: 100 rows, "), "{status}");
+
+    fed.pg
+        .psql("crm", "INSERT INTO public.cache_probe VALUES (101), (102)");
+    assert_eq!(count(&engine, port).await, 100);
+    collect(&engine, "CALL mesh.refresh('crm')").await;
+    assert_eq!(count(&engine, port).await, 102);
 }
