@@ -15,6 +15,7 @@ use crate::support::cli::{meshql_plain, stderr, stdout};
 use crate::support::federation::federation;
 use crate::support::fixture::{TEST_SF, copy_dir, fixture};
 use crate::support::slt::{EngineDb, SltError, TEST_PASSWORD, query, run_all};
+use crate::support::sql::{collect, physical_plan};
 
 /// Add `cache` to the ports of `file` (under the copied test mesh) whose names are in
 /// `ports`, or to every source port when `ports` is empty.
@@ -44,19 +45,6 @@ async fn engine_with_env(mesh: &Path, env: &[(String, String)]) -> MeshEngine {
     MeshEngine::from_spec(spec, &meshql_connectors::default_connectors()).await
 }
 
-async fn collect(engine: &MeshEngine, sql: &str) -> Vec<RecordBatch> {
-    let stream = engine
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .execute()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    futures::TryStreamExt::try_collect(stream)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
 async fn count(engine: &MeshEngine, table: &str) -> i64 {
     let batches = collect(engine, &format!("SELECT count(*) FROM {table}")).await;
     batches[0].column(0).as_primitive::<Int64Type>().value(0)
@@ -68,19 +56,6 @@ async fn cache_status(engine: &MeshEngine, port: &str) -> Option<String> {
     let batches = collect(engine, &sql).await;
     let column = batches[0].column(0).as_string::<i32>();
     (!column.is_null(0)).then(|| column.value(0).to_string())
-}
-
-async fn plan(engine: &MeshEngine, sql: &str) -> String {
-    let batches = collect(engine, &format!("EXPLAIN {sql}")).await;
-    let mut out = String::new();
-    for batch in &batches {
-        let plans = batch.column(1).as_string::<i32>();
-        for i in 0..batch.num_rows() {
-            out.push_str(plans.value(i));
-            out.push('\n');
-        }
-    }
-    out
 }
 
 #[tokio::test]
@@ -97,7 +72,7 @@ async fn a_cached_port_answers_from_memory_until_refreshed() {
     let status = cache_status(&engine, port).await.expect("a cache status");
     assert!(status.starts_with("in memory: 8000 rows, "), "{status}");
     assert_eq!(cache_status(&engine, "supply.catalog.part").await, None);
-    let scan = plan(
+    let scan = physical_plan(
         &engine,
         &format!("SELECT ps_partkey FROM {port} WHERE ps_availqty > 10"),
     )
@@ -153,7 +128,7 @@ async fn a_port_too_big_for_its_cache_reads_its_source() {
         "{status}"
     );
     assert_eq!(count(&engine, port).await, 60175);
-    let scan = plan(&engine, &format!("SELECT l_orderkey FROM {port}")).await;
+    let scan = physical_plan(&engine, &format!("SELECT l_orderkey FROM {port}")).await;
     assert!(scan.contains("file_type=parquet"), "{scan}");
 
     // Within max_mb but not within the memory pool: the pool counts what caches hold.

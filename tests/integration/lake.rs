@@ -6,40 +6,11 @@ use arrow::datatypes::Int64Type;
 use meshql_engine::MeshEngine;
 
 use crate::support::fixture::{copy_dir, fixture};
-
-async fn collect(engine: &MeshEngine, sql: &str) -> Vec<RecordBatch> {
-    let stream = engine
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .execute()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    futures::TryStreamExt::try_collect(stream)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
+use crate::support::sql::{collect, physical_plan};
 
 async fn count(engine: &MeshEngine, sql: &str) -> i64 {
     let batches = collect(engine, sql).await;
     batches[0].column(0).as_primitive::<Int64Type>().value(0)
-}
-
-/// The physical plan of `sql`, as text.
-async fn physical_plan(engine: &MeshEngine, sql: &str) -> String {
-    let batches = collect(engine, &format!("EXPLAIN {sql}")).await;
-    let mut out = String::new();
-    for batch in &batches {
-        let kinds = batch.column(0).as_string::<i32>();
-        let plans = batch.column(1).as_string::<i32>();
-        for i in 0..batch.num_rows() {
-            if kinds.value(i) == "physical_plan" {
-                out.push_str(plans.value(i));
-            }
-        }
-    }
-    assert!(!out.is_empty(), "no physical plan for {sql}");
-    out
 }
 
 /// The `DataSourceExec` lines of a plan.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Constraints, Statistics};
 use datafusion::datasource::MemTable;
@@ -26,6 +26,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::config::model::CacheConfig;
+use crate::optimizer::plain_strings::plain_type;
 
 /// Why the rows were not held.
 #[derive(Debug)]
@@ -217,20 +218,12 @@ fn plain_schema(schema: &SchemaRef) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| match plain(f.data_type()) {
+        .map(|f| match plain_type(f.data_type()) {
             Some(t) => f.as_ref().clone().with_data_type(t),
             None => f.as_ref().clone(),
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-}
-
-fn plain(t: &DataType) -> Option<DataType> {
-    match t {
-        DataType::Utf8View => Some(DataType::Utf8),
-        DataType::BinaryView => Some(DataType::Binary),
-        _ => None,
-    }
 }
 
 /// `batch` in `schema` (see [`plain_schema`]).

@@ -4,7 +4,7 @@ mod conjunct_order;
 mod decimal_arith;
 mod keys_past_aggregates;
 mod like_segments;
-mod plain_strings;
+pub(crate) mod plain_strings;
 mod shared_exec;
 mod shared_subplans;
 mod survivors;

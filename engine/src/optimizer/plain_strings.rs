@@ -203,7 +203,8 @@ fn plain_scan(
     Ok(Some(DataSourceExec::from_data_source(config)))
 }
 
-fn plain_type(t: &DataType) -> Option<DataType> {
+/// The plain type a view type is passed through as.
+pub(crate) fn plain_type(t: &DataType) -> Option<DataType> {
     match t {
         DataType::Utf8View => Some(DataType::Utf8),
         DataType::BinaryView => Some(DataType::Binary),

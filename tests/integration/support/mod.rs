@@ -8,3 +8,4 @@ pub mod reaper;
 pub mod s3;
 pub mod server;
 pub mod slt;
+pub mod sql;
