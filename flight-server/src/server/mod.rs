@@ -2,6 +2,8 @@
 
 mod auth;
 mod catalog;
+mod frames;
+mod router;
 mod service;
 mod sql_info;
 mod statement;
@@ -12,7 +14,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_flight::flight_service_server::FlightServiceServer;
 use meshql_engine::MeshEngine;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
@@ -20,6 +21,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 
 pub use auth::{Authenticator, Identity};
+pub use frames::Frame;
+pub use router::FlightRouter;
 pub use service::MeshFlightSqlService;
 pub use statement::{client_schema, encode};
 
@@ -67,9 +70,7 @@ pub async fn serve(engine: MeshEngine, options: ServeOptions) -> Result<(), Serv
         options.token_secret.as_deref(),
         options.token_ttl,
     ));
-    let service = FlightServiceServer::new(MeshFlightSqlService::new(Arc::new(engine), auth))
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+    let service = FlightRouter::new(MeshFlightSqlService::new(Arc::new(engine), auth));
 
     let listener = TcpListener::bind(options.bind)
         .await

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
@@ -32,6 +33,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Authenticator, Identity};
 use super::catalog;
+use super::frames::{Frame, FrameStream};
 use super::sql_info::sql_info;
 use super::statement::{self, Handle, client_schema, parameter_schema};
 
@@ -104,14 +106,43 @@ impl MeshFlightSqlService {
         )?))
     }
 
-    async fn run(
+    async fn run(&self, identity: &Identity, handle: &Handle) -> Result<FrameStream, Status> {
+        let planned = statement::plan(&self.engine, identity, handle).await?;
+        statement::execute(planned, identity, &handle.sql).await
+    }
+
+    /// DoGet as `router.rs` serves it: statement results as [`Frame`]s that keep their
+    /// Arrow buffers until tonic writes them; everything else as arrow-flight builds it.
+    pub async fn do_get_frames(&self, request: Request<Ticket>) -> Result<FrameStream, Status> {
+        // A ticket that is not a statement (or not a ticket) gets arrow-flight's answer.
+        if let Ok(any) = Any::decode(&*request.get_ref().ticket) {
+            let handle = if let Ok(Some(t)) = any.unpack::<TicketStatementQuery>() {
+                Some(t.statement_handle)
+            } else if let Ok(Some(c)) = any.unpack::<CommandPreparedStatementQuery>() {
+                Some(c.prepared_statement_handle)
+            } else {
+                None
+            };
+            if let Some(handle) = handle {
+                let identity = self.identity(&request)?;
+                return self.run(&identity, &Handle::decode(&handle)?).await;
+            }
+        }
+        let stream = FlightService::do_get(self, request).await?.into_inner();
+        Ok(Box::pin(stream.map_ok(Frame::Message)))
+    }
+
+    /// The trait's DoGet (`FlightServiceServer` without `router.rs`): the same frames,
+    /// each body concatenated.
+    async fn run_flight_data(
         &self,
         identity: &Identity,
         handle: &Handle,
     ) -> Result<Response<DoGetStream>, Status> {
-        let planned = statement::plan(&self.engine, identity, handle).await?;
-        let stream = statement::execute(planned, identity, &handle.sql).await?;
-        Ok(Response::new(Box::pin(stream)))
+        let frames = self.run(identity, handle).await?;
+        Ok(Response::new(Box::pin(
+            frames.map_ok(Frame::into_flight_data),
+        )))
     }
 }
 
@@ -184,7 +215,7 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let identity = self.identity(&request)?;
         let handle = Handle::decode(&ticket.statement_handle)?;
-        self.run(&identity, &handle).await
+        self.run_flight_data(&identity, &handle).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -265,7 +296,7 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let identity = self.identity(&request)?;
         let handle = Handle::decode(&cmd.prepared_statement_handle)?;
-        self.run(&identity, &handle).await
+        self.run_flight_data(&identity, &handle).await
     }
 
     async fn do_put_statement_update(

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -24,6 +23,7 @@ use meshql_engine::{Identity, MeshEngine, Planned};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
+use super::frames::{self, FrameStream};
 use super::status::{df_status, status};
 
 /// What a ticket or prepared-statement handle carries.
@@ -214,11 +214,7 @@ fn to_client_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch
 /// Execute `df` and stream it as Flight data, batch by batch. Dropping the stream (a
 /// client that goes away) drops the DataFusion stream, which cancels the query. Logs
 /// one line per query when the stream ends.
-pub async fn execute(
-    planned: Planned,
-    user: &Identity,
-    sql: &str,
-) -> Result<impl Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static, Status> {
+pub async fn execute(planned: Planned, user: &Identity, sql: &str) -> Result<FrameStream, Status> {
     let schema = client_schema(planned.df().schema().as_arrow());
     let started = Instant::now();
     let stream = planned.execute_plain_strings().await.map_err(status)?;
@@ -242,17 +238,11 @@ pub async fn execute(
 pub fn encode(
     schema: SchemaRef,
     batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
-) -> impl Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static {
+) -> FrameStream {
     let batch_schema = Arc::clone(&schema);
     let batches =
         batches.and_then(move |b| futures::future::ready(to_client_batch(b, &batch_schema)));
-    FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .build(batches)
-        .map_err(|e| match e {
-            FlightError::Tonic(status) => *status,
-            other => Status::internal(other.to_string()),
-        })
+    frames::encode(schema, batches)
 }
 
 /// The structured log line of one query, written when the result stream ends or is dropped.
