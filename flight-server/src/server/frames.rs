@@ -175,13 +175,9 @@ impl Frames {
         }
         for part in split(batch) {
             let mut messages = IpcMessages::new(self.encoder.encode(&part)?);
-            while let Some((header, body)) = messages.next()? {
+            while let Some((kind, header, body)) = messages.next()? {
                 // The encoder opens its stream with the schema; ours went out first.
-                if root_as_message(&header)
-                    .map_err(|e| ArrowError::IpcError(format!("{e}")))?
-                    .header_type()
-                    != MessageHeader::Schema
-                {
+                if kind != MessageHeader::Schema {
                     self.pending.push_back(Frame::Ipc { header, body });
                 }
             }
@@ -257,8 +253,8 @@ impl IpcMessages {
         }
     }
 
-    /// The next (header, body), or None at the end or at the end-of-stream marker.
-    fn next(&mut self) -> Result<Option<(Bytes, Vec<Buffer>)>, ArrowError> {
+    /// The next (kind, header, body), or None at the end or at the end-of-stream marker.
+    fn next(&mut self) -> Result<Option<(MessageHeader, Bytes, Vec<Buffer>)>, ArrowError> {
         // A body may end in empty buffers (a last column of nulls has no values).
         while self.buffers.front().is_some_and(|b| b.is_empty()) {
             self.buffers.pop_front();
@@ -274,13 +270,13 @@ impl IpcMessages {
             return Ok(None);
         }
         let header = Bytes::from(self.read(len as usize)?);
-        let body_len = root_as_message(&header)
-            .map_err(|e| ArrowError::IpcError(format!("cannot read an IPC message: {e}")))?
-            .bodyLength();
+        let message = root_as_message(&header)
+            .map_err(|e| ArrowError::IpcError(format!("cannot read an IPC message: {e}")))?;
+        let (kind, body_len) = (message.header_type(), message.bodyLength());
         let body = self.take(usize::try_from(body_len).map_err(|_| {
             ArrowError::IpcError(format!("IPC body length {body_len} is negative"))
         })?)?;
-        Ok(Some((header, body)))
+        Ok(Some((kind, header, body)))
     }
 
     fn read_u32(&mut self) -> Result<u32, ArrowError> {
