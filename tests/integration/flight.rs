@@ -255,6 +255,58 @@ async fn errors_carry_the_engine_message_and_a_fitting_code() {
     assert_eq!(result.status(), arrow_flight::CancelStatus::Cancelled);
 }
 
+/// DoGet errors: a bad ticket gets a status before any data, and an error after rows
+/// were sent reaches the client in the trailers, with its code and message, after the
+/// rows that came before it.
+#[tokio::test]
+async fn do_get_errors_reach_the_client_before_and_mid_stream() {
+    let server = open_server();
+    let mut client = server.client().await;
+    let err = match client
+        .do_get(arrow_flight::Ticket::new("not a ticket"))
+        .await
+    {
+        Ok(stream) => stream
+            .try_collect::<Vec<_>>()
+            .await
+            .expect_err("a bad ticket"),
+        Err(err) => err,
+    };
+    let arrow_flight::error::FlightError::Tonic(status) = err else {
+        panic!("not a gRPC status: {err}");
+    };
+    assert_ne!(status.code(), tonic::Code::Ok);
+    assert!(!status.message().is_empty());
+
+    // Division by zero at row 50,000: the first batches (8192 rows each) go out first.
+    let sql = "SELECT 1 / (value - 50000) AS x FROM generate_series(1, 100000)";
+    let info = client.execute(sql.into(), None).await.expect("execute");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let mut stream = client.do_get(ticket).await.expect("do_get");
+    let mut received = 0;
+    let status = loop {
+        match stream.try_next().await {
+            Ok(Some(batch)) => received += batch.num_rows(),
+            Ok(None) => panic!("the stream ended without the error after {received} rows"),
+            Err(arrow_flight::error::FlightError::Tonic(status)) => break *status,
+            Err(other) => panic!("not a gRPC status: {other}"),
+        }
+    };
+    assert!(
+        received > 0 && received < 50_000,
+        "{received} rows before the error"
+    );
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert!(status.message().contains("Divide by zero"), "{status}");
+
+    // The connection still serves the next statement.
+    let info = client
+        .execute("SELECT 1".into(), None)
+        .await
+        .expect("execute");
+    assert_eq!(rows(&fetch(&mut client, info).await), 1);
+}
+
 #[tokio::test]
 async fn sign_in_with_password_then_bearer_token() {
     let f = fixture();
