@@ -278,7 +278,7 @@ async fn do_get_errors_reach_the_client_before_and_mid_stream() {
     assert_ne!(status.code(), tonic::Code::Ok);
     assert!(!status.message().is_empty());
 
-    // Division by zero at row 50,000: the first batches (8192 rows each) go out first.
+    // Division by zero at row 50,000, in the 7th batch of 8192 rows: batches go out first.
     let sql = "SELECT 1 / (value - 50000) AS x FROM generate_series(1, 100000)";
     let info = client.execute(sql.into(), None).await.expect("execute");
     let ticket = info.endpoint[0].ticket.clone().expect("ticket");
@@ -292,8 +292,9 @@ async fn do_get_errors_reach_the_client_before_and_mid_stream() {
             Err(other) => panic!("not a gRPC status: {other}"),
         }
     };
+    // Which batches beat the error depends on the partitions; the failing one never arrives.
     assert!(
-        received > 0 && received < 50_000,
+        received > 0 && received < 100_000,
         "{received} rows before the error"
     );
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
