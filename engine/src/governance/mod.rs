@@ -11,6 +11,7 @@ pub mod audit;
 pub mod catalog;
 pub mod expr;
 pub mod identity;
+pub mod leakproof;
 pub mod meta;
 pub mod pattern;
 pub mod policies;

@@ -4,7 +4,8 @@
 //! the platform's rights), and the table the user's statement sees is a leaf around it:
 //! the user's optimizer cannot move the user's predicates, limits or TopK below the
 //! policy, and EXPLAIN and statistics show nothing of it. Only *leakproof* predicates
-//! (that cannot fail, on unmasked columns) are let in, so sources can still prune.
+//! (that cannot fail on any row, on unmasked columns; see [`super::leakproof`]) are let
+//! in, so sources can still prune.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -19,8 +20,7 @@ use datafusion::error::Result as DFResult;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
-    Expr, LogicalPlan, LogicalPlanBuilder, Operator, TableProviderFilterPushDown, TableType, cast,
-    col,
+    Expr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, TableType, cast, col,
 };
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -32,10 +32,11 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PlanProperties,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::Governance;
 use super::identity::Identity;
+use super::leakproof::leakproof;
 use super::view::PortPolicy;
 use crate::config::PortName;
 
@@ -69,7 +70,7 @@ impl GovernedTable {
         match policy_plan(governance, port, &raw, &filters, &masks).await {
             Ok(plan) => Ok(GovernedTable {
                 port: port.clone(),
-                schema: Arc::clone(plan.schema().inner()),
+                schema: nullable(plan.schema().inner()),
                 plan,
                 masked: policy.masks.keys().cloned().collect(),
                 table_type: raw.table_type(),
@@ -260,7 +261,12 @@ impl TableProvider for GovernedTable {
             builder = builder.limit(0, limit)?;
         }
         let inner = state.create_physical_plan(&builder.build()?).await?;
-        Ok(Arc::new(GovernedScanExec::new(self.port.clone(), inner)))
+        let partitions = state.config().target_partitions();
+        Ok(Arc::new(GovernedScanExec::new(
+            self.port.clone(),
+            inner,
+            partitions,
+        )))
     }
 }
 
@@ -279,110 +285,44 @@ fn unqualify(e: &Expr) -> Expr {
         .unwrap_or_else(|_| e.clone())
 }
 
-/// Cannot raise an error or reveal anything but its boolean result: comparisons of
-/// columns and literals, AND/OR/NOT, null tests, IN lists and BETWEEN of literals,
-/// LIKE with a literal pattern, and lossless casts of columns (DataFusion adds casts
-/// when it coerces a comparison; `utf8_col = 5` casts the string and can fail).
-pub fn leakproof(e: &Expr, schema: &Schema) -> bool {
-    let leakproof = |e: &Expr| leakproof(e, schema);
-    match e {
-        Expr::Column(_) | Expr::Literal(..) => true,
-        Expr::BinaryExpr(b) => {
-            matches!(
-                b.op,
-                Operator::Eq
-                    | Operator::NotEq
-                    | Operator::Lt
-                    | Operator::LtEq
-                    | Operator::Gt
-                    | Operator::GtEq
-                    | Operator::And
-                    | Operator::Or
-                    | Operator::IsDistinctFrom
-                    | Operator::IsNotDistinctFrom
-            ) && leakproof(&b.left)
-                && leakproof(&b.right)
-        }
-        Expr::Not(e)
-        | Expr::IsNull(e)
-        | Expr::IsNotNull(e)
-        | Expr::IsTrue(e)
-        | Expr::IsFalse(e)
-        | Expr::IsNotTrue(e)
-        | Expr::IsNotFalse(e)
-        | Expr::IsUnknown(e)
-        | Expr::IsNotUnknown(e) => leakproof(e),
-        Expr::Between(b) => {
-            leakproof(&b.expr)
-                && matches!(*b.low, Expr::Literal(..))
-                && matches!(*b.high, Expr::Literal(..))
-        }
-        Expr::InList(l) => {
-            leakproof(&l.expr) && l.list.iter().all(|v| matches!(v, Expr::Literal(..)))
-        }
-        Expr::Like(l) => {
-            leakproof(&l.expr) && matches!(*l.pattern, Expr::Literal(..)) && l.escape_char.is_none()
-        }
-        Expr::Cast(c) => match &*c.expr {
-            Expr::Column(col) => schema
-                .field_with_name(col.name())
-                .is_ok_and(|f| lossless_cast(f.data_type(), c.field.data_type())),
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-/// Casts that succeed for every value of `from`.
-fn lossless_cast(from: &DataType, to: &DataType) -> bool {
-    use DataType::*;
-    let rank = |t: &DataType| match t {
-        Int8 => Some((true, 1)),
-        Int16 => Some((true, 2)),
-        Int32 => Some((true, 4)),
-        Int64 => Some((true, 8)),
-        UInt8 => Some((false, 1)),
-        UInt16 => Some((false, 2)),
-        UInt32 => Some((false, 4)),
-        UInt64 => Some((false, 8)),
-        _ => None,
-    };
-    let stringy = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
-    match (rank(from), rank(to)) {
-        // Wider of the same signedness, or unsigned into a strictly wider signed type.
-        (Some((fs, fw)), Some((ts, tw))) => (fs == ts && tw >= fw) || (!fs && ts && tw > fw),
-        _ => {
-            from == to
-                || (stringy(from) && stringy(to))
-                || (matches!(
-                    from,
-                    Int8 | Int16 | Int32 | UInt8 | UInt16 | UInt32 | Float32
-                ) && matches!(to, Float64))
-        }
-    }
+/// Every column nullable: whether a column may be null must not tell a user that a
+/// mask applies to it (a `NULL` mask makes a non-null column nullable), so every column
+/// of a governed port is nullable for every governed reader.
+fn nullable(schema: &Schema) -> SchemaRef {
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// The policy subplan as a leaf: it hides its plan from EXPLAIN, reports no statistics,
-/// accepts no limit, and takes no filter pushed from above.
+/// accepts no limit, and takes no filter pushed from above. Its partition count is the
+/// session's, not the policy plan's (which would tell how many files or ranges survive
+/// the policy's pruning).
 pub struct GovernedScanExec {
     port: PortName,
     inner: Arc<dyn ExecutionPlan>,
+    schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
 
 impl GovernedScanExec {
-    fn new(port: PortName, inner: Arc<dyn ExecutionPlan>) -> Self {
+    fn new(port: PortName, inner: Arc<dyn ExecutionPlan>, partitions: usize) -> Self {
+        let schema = nullable(&inner.schema());
         // Fresh equivalence properties: constants and orderings the policy implies
         // (`region = 3`) must not show in the user's plan.
         let properties = PlanProperties::new(
-            EquivalenceProperties::new(inner.schema()),
-            Partitioning::UnknownPartitioning(inner.output_partitioning().partition_count()),
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(partitions.max(1)),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
         GovernedScanExec {
             port,
             inner,
+            schema,
             properties: Arc::new(properties),
         }
     }
@@ -470,13 +410,28 @@ impl ExecutionPlan for GovernedScanExec {
                 "reading `{port}` failed; an administrator can find the cause in the server log"
             ))
         };
-        let stream = self
-            .inner
-            .execute(partition, context)
-            .map_err(hide.clone())?;
+        // Partition `i` of this leaf reads the policy plan's partitions i, i + n, ...
+        let own = self.properties.partitioning.partition_count();
+        let inner_count = self.inner.output_partitioning().partition_count();
+        let mut streams = Vec::new();
+        for p in (partition..inner_count).step_by(own.max(1)) {
+            streams.push(
+                self.inner
+                    .execute(p, Arc::clone(&context))
+                    .map_err(hide.clone())?,
+            );
+        }
+        let schema = Arc::clone(&self.schema);
+        let batches = futures::stream::iter(streams)
+            .flatten()
+            .map_err(hide)
+            .and_then(move |batch| {
+                let schema = Arc::clone(&schema);
+                async move { Ok(batch.with_schema(schema)?) }
+            });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            stream.schema(),
-            stream.map_err(hide),
+            Arc::clone(&self.schema),
+            batches,
         )))
     }
 }

@@ -265,14 +265,21 @@ pub(crate) fn tag_lists(values: Vec<Vec<String>>) -> ArrayRef {
     Arc::new(builder.finish())
 }
 
-fn at(origin: &crate::config::Origin) -> Option<String> {
+/// Where something is declared: the file's full path for administrators and open
+/// meshes; for restricted readers only the file's name (the server's directories are
+/// not theirs to know).
+fn at(origin: &crate::config::Origin, restricted: bool) -> Option<String> {
     let p = origin.position();
-    Some(format!(
-        "{}:{}:{}",
-        origin.file.path.display(),
-        p.line,
-        p.column
-    ))
+    let file = if restricted {
+        origin
+            .file
+            .path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    } else {
+        origin.file.path.display().to_string()
+    };
+    Some(format!("{file}:{}:{}", p.line, p.column))
 }
 
 fn build(
@@ -295,7 +302,7 @@ fn build(
                 owner.push(d.owner.clone());
                 desc.push(d.description.clone());
                 tags.push(d.tags.clone());
-                decl.push(at(&d.origin));
+                decl.push(at(&d.origin, restricted));
             }
             vec![
                 strings(name),
@@ -315,7 +322,7 @@ fn build(
                     owner.push(d.owner.clone());
                     desc.push(p.description.clone());
                     tags.push(p.tags.clone());
-                    decl.push(at(&p.origin));
+                    decl.push(at(&p.origin, restricted));
                 }
             }
             vec![
@@ -366,7 +373,7 @@ fn build(
                         true => s.split(':').next().unwrap_or_default().to_string(),
                         false => s,
                     }),
-                    at(&info.origin),
+                    at(&info.origin, restricted),
                 ];
                 for (col, value) in cols.iter_mut().zip(values) {
                     col.push(value);
@@ -393,7 +400,9 @@ fn build(
                             (
                                 f.name().clone(),
                                 Some(f.data_type().to_string()),
-                                Some(f.is_nullable()),
+                                // Governed reads declare every column nullable (masks
+                                // may null them); so does this, for restricted readers.
+                                Some(f.is_nullable() || restricted),
                             )
                         })
                         .collect(),
@@ -454,7 +463,7 @@ fn build(
                         .to_string(),
                     ),
                     s.problem.as_ref().map(|p| p.describe_without_subject()),
-                    at(&s.origin),
+                    at(&s.origin, restricted),
                 ];
                 for (col, value) in cols.iter_mut().zip(values) {
                     col.push(value);
