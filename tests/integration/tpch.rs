@@ -296,8 +296,8 @@ async fn subplans_that_differ_in_a_constant_are_not_shared() {
     assert!(!text.contains("SharedSubplanExec"), "{text}");
 }
 
-/// A subplan read only in part (under a limit) is not replayed in part: the other
-/// instance computes its own rows.
+/// A subplan read only in part (under a limit) is not replayed in part: it runs whole,
+/// once, and the other instance replays all of its rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subplan_read_in_part_is_computed_again_in_full() {
     let engine = lake_engine().await;
@@ -475,4 +475,55 @@ async fn over_flight_sql(how: &str, server: Server) {
         }
     })
     .await;
+}
+
+/// Statements that read a CTE more than once (tests/sql/cte_shapes.sql) give the same
+/// rows with shared subplans as without, and finish: some waited forever with sharing,
+/// now and then (both references read at once) or always (one read in part).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_reference_ctes_give_the_same_rows_with_and_without_sharing() {
+    let corpus =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sql/cte_shapes.sql");
+    let text = std::fs::read_to_string(corpus).expect("corpus");
+    let statements: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("--"))
+        .map(|l| qualify(l.trim().trim_end_matches(';'), |t| port(t).to_string()))
+        .collect();
+    assert!(statements.len() >= 40, "{}", statements.len());
+    let open = |share: bool| async move {
+        let options = meshql_engine::EngineOptions {
+            no_shared_subplans: !share,
+            ..Default::default()
+        };
+        let spec = meshql_engine::config::load_mesh(lake()).expect("lake loads");
+        MeshEngine::from_spec_with(spec, &meshql_connectors::default_connectors(), &options).await
+    };
+    let (shared, plain) = (open(true).await, open(false).await);
+    let who = Identity::anonymous();
+    let patience = std::time::Duration::from_secs(120);
+    let mut sharing = 0;
+    for sql in &statements {
+        let mut want = run(&plain, &who, sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        want.sort();
+        for _ in 0..2 {
+            let mut got = tokio::time::timeout(patience, run(&shared, &who, sql))
+                .await
+                .unwrap_or_else(|_| panic!("did not finish with shared subplans: {sql}"))
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            got.sort();
+            assert_eq!(got, want, "{sql}");
+        }
+        sharing += usize::from(
+            explain(&shared, &format!("EXPLAIN {sql}"))
+                .await
+                .contains("SharedSubplanExec"),
+        );
+    }
+    assert!(
+        sharing * 2 > statements.len(),
+        "only {sharing} statements shared a subplan"
+    );
 }

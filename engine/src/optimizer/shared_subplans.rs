@@ -4,8 +4,8 @@
 //! is computed twice: TPC-H Q15 aggregates three months of lineitem once for the
 //! maximum revenue and again for the suppliers that reach it. DuckDB computes it once.
 //! This rule finds identical subplans that do work (an aggregate or a join over file
-//! scans) and wraps each instance in a [`SharedSubplanExec`], which computes the
-//! results once per partition where one instance is read after the other.
+//! scans) and wraps each instance in a [`SharedSubplanExec`]: the first instance read
+//! runs the subplan, all its partitions at once, and every instance replays its results.
 //!
 //! It runs before DataFusion's last filter pushdown, which attaches each join's dynamic
 //! filter to the scans below it: identical subplans would then differ by the filter of
@@ -17,7 +17,9 @@
 //! object store. Anything whose output could differ between two runs is not shared:
 //! volatile expressions (`random()`), scalar subqueries (which print alike whatever
 //! they compute), and nodes this rule does not know (a remote statement, an in-memory
-//! table, an extension), whose printed form need not say everything they read.
+//! table, an extension), whose printed form need not say everything they read. Nor is
+//! an unbounded subplan (a stream): its results are never complete, and the instances
+//! wait for complete results.
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
@@ -88,7 +90,8 @@ impl PhysicalOptimizerRule for ShareIdenticalSubplans {
         choose(&plan, &nodes, &counts, &mut chosen);
         let mut groups = HashMap::new();
         for (hash, instances) in chosen {
-            if instances.len() > 1 && same_text(&instances) {
+            let bounded = !instances[0].properties().boundedness.is_unbounded();
+            if instances.len() > 1 && bounded && same_text(&instances) {
                 let partitions = instances[0].properties().partitioning.partition_count();
                 let id = groups.len() + 1;
                 let results = SharedResults::new(id, instances.len(), partitions);
@@ -271,5 +274,135 @@ struct Verbose<'a>(&'a dyn ExecutionPlan);
 impl fmt::Display for Verbose<'_> {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         self.0.fmt_as(DisplayFormatType::Verbose, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::execution::context::{SessionConfig, SessionContext};
+    use datafusion::execution::session_state::SessionStateBuilder;
+    use datafusion::physical_plan::{collect, displayable};
+    use datafusion::prelude::ParquetReadOptions;
+    use tokio::time::timeout;
+
+    /// Long enough for any of these statements; a wait past it is a hang.
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    /// A CTE whose subplan joins two scans (hash joins, whose partitions wait for one
+    /// another's build sides) and aggregates on the join key, so that its partitions
+    /// are the join's. Two groups in four partitions: some partitions are empty.
+    const CTE: &str = "WITH j AS (SELECT t.a AS a, count(*) AS n, sum(u.b) AS s \
+                       FROM t JOIN u ON t.a = u.a GROUP BY t.a)";
+
+    /// Ways of reading it twice or more.
+    const SHAPES: [&str; 8] = [
+        // One reference read in part: waited forever every time.
+        "SELECT count(*) FROM (SELECT a FROM j LIMIT 1) x JOIN j y ON x.a = y.a",
+        "SELECT x.a, y.s FROM (SELECT a FROM j ORDER BY a LIMIT 1) x JOIN j y ON x.a = y.a",
+        // Both references read at once: waited forever now and then.
+        "SELECT a, n, s FROM j UNION ALL SELECT a, n, s FROM j",
+        "SELECT a FROM j UNION SELECT a FROM j",
+        // Self-joins with conditions between the copies.
+        "SELECT j1.a, j2.n FROM j j1, j j2 WHERE j1.a = j2.a AND j1.s >= j2.s",
+        "SELECT count(*) FROM j j1 JOIN j j2 ON j1.a = j2.a JOIN j j3 ON j2.a = j3.a \
+         JOIN j j4 ON j3.n = j4.n",
+        // Semi and anti joins.
+        "SELECT a FROM j WHERE a IN (SELECT a FROM j WHERE s > 0) \
+         AND NOT EXISTS (SELECT 1 FROM j j2 WHERE j2.a = j.a + 100)",
+        // One reference joined to an empty result, so the other may never be read.
+        "SELECT count(*) FROM (SELECT a FROM j WHERE s < 0) x JOIN j y ON x.a = y.a",
+    ];
+
+    /// Tables t and u of four Parquet files each, so that every scan has partitions.
+    async fn lake(dir: &Path) {
+        let ctx = SessionContext::new();
+        for (table, modulo, rows) in [("t", 2, 50), ("u", 3, 1000)] {
+            std::fs::create_dir_all(dir.join(table)).unwrap();
+            for file in 0..4 {
+                let path = dir.join(table).join(format!("{file}.parquet"));
+                let sql = format!(
+                    "COPY (SELECT value % {modulo} AS a, value AS b \
+                     FROM generate_series({}, {})) TO '{}' STORED AS PARQUET",
+                    file * rows + 1,
+                    file * rows + rows,
+                    path.display()
+                );
+                ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+            }
+        }
+    }
+
+    /// A session over the lake, with sharing or not, and with joins that collect their
+    /// build side whole or that split both sides by key.
+    async fn session(dir: &Path, share: bool, partitioned: bool) -> SessionContext {
+        let mut config = SessionConfig::new().with_target_partitions(4);
+        if partitioned {
+            let optimizer = &mut config.options_mut().optimizer;
+            optimizer.hash_join_single_partition_threshold = 0;
+            optimizer.hash_join_single_partition_threshold_rows = 0;
+        }
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rules(crate::optimizer::physical_rules(share))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        for table in ["t", "u"] {
+            let path = format!("{}/", dir.join(table).display());
+            ctx.register_parquet(table, &path, ParquetReadOptions::default())
+                .await
+                .unwrap();
+        }
+        ctx
+    }
+
+    /// The statement's rows, sorted, and its plan.
+    async fn rows(ctx: &SessionContext, sql: &str) -> (Vec<String>, String) {
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let text = displayable(plan.as_ref()).indent(true).to_string();
+        let batches = timeout(PATIENCE, collect(plan, ctx.task_ctx()))
+            .await
+            .unwrap_or_else(|_| panic!("did not finish: {sql}\n{text}"))
+            .unwrap();
+        let mut rows: Vec<String> = pretty_format_batches(&batches)
+            .unwrap()
+            .to_string()
+            .lines()
+            .map(String::from)
+            .collect();
+        rows.sort();
+        (rows, text)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn statements_reading_a_cte_twice_finish_with_the_rows_of_computing_it_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        lake(dir.path()).await;
+        for partitioned in [false, true] {
+            let shared = session(dir.path(), true, partitioned).await;
+            let plain = session(dir.path(), false, partitioned).await;
+            let mut sharing = 0;
+            for shape in SHAPES {
+                let sql = format!("{CTE} {shape}");
+                let (expected, _) = rows(&plain, &sql).await;
+                // Whether these waited depended on timing: run each a few times.
+                for _ in 0..3 {
+                    let (got, text) = rows(&shared, &sql).await;
+                    assert_eq!(got, expected, "{sql}\n{text}");
+                    sharing += usize::from(text.contains("SharedSubplanExec"));
+                }
+            }
+            assert!(sharing > 0, "no statement shared its CTE");
+        }
     }
 }
