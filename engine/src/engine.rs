@@ -10,6 +10,7 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 
+use crate::admission::{Admission, AdmissionOptions};
 use crate::config::access::AccessConfig;
 use crate::config::load::MeshSpec;
 use crate::config::load::load_mesh;
@@ -18,6 +19,7 @@ use crate::error::Result;
 use crate::federation::MeshQueryPlanner;
 use crate::governance::catalog::Denials;
 use crate::governance::{Governance, Identity};
+use crate::limits::StatementLimits;
 use crate::mesh::derived::plan_derived_ports;
 use crate::mesh::meta::{META_CATALOG, META_SCHEMA};
 use crate::mesh::port::PortKind;
@@ -38,6 +40,10 @@ pub struct EngineOptions {
     /// Compute a subplan that occurs more than once (a CTE read twice) at each
     /// occurrence. For comparisons.
     pub no_shared_subplans: bool,
+    /// Bounds on the size and nesting of one statement.
+    pub statement_limits: StatementLimits,
+    /// Statement timeout and how many statements run at once.
+    pub admission: AdmissionOptions,
 }
 
 pub struct MeshEngine {
@@ -47,6 +53,8 @@ pub struct MeshEngine {
     governance: Arc<Governance>,
     /// Access rule problems found when the mesh loaded.
     policy_problems: Vec<Problem>,
+    statement_limits: StatementLimits,
+    admission: Arc<Admission>,
 }
 
 impl std::fmt::Debug for MeshEngine {
@@ -149,12 +157,24 @@ impl MeshEngine {
             access,
             governance,
             policy_problems,
+            statement_limits: options.statement_limits,
+            admission: Arc::new(Admission::new(options.admission)),
         }
     }
 
     /// A session for `identity`: the mesh as it may see it.
     pub fn session(&self, identity: &Identity) -> MeshSession {
-        MeshSession::new(&self.governance, identity)
+        MeshSession::new(
+            &self.governance,
+            identity,
+            self.statement_limits,
+            Arc::clone(&self.admission),
+        )
+    }
+
+    /// Statement admission: what runs now, the timeout, shutdown.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 
     /// True when the mesh has access rules (an `access:` section).
@@ -192,6 +212,12 @@ impl MeshEngine {
         // (1 MB, 128K rows) repartition the 6M-row probe side of most TPC-H joins; with
         // few cores that shuffle costs more than it spreads (SF1 on 2 cores: Q7 1.9x,
         // all 22 queries 9% faster at these values). Larger builds still partition.
+        // The parser's own bound on nesting (parentheses, subqueries, prefix operators):
+        // DataFusion's 50 refuses 40 nested subqueries, which BI tools do write. Statements
+        // run on large stacks (crate::limits), which hold this much nesting.
+        if let Ok(limit) = datafusion::config::ConfigNonZeroUsize::try_new(256) {
+            config.options_mut().sql_parser.recursion_limit = limit;
+        }
         let optimizer = &mut config.options_mut().optimizer;
         optimizer.hash_join_single_partition_threshold = 64 << 20;
         optimizer.hash_join_single_partition_threshold_rows = 2_000_000;

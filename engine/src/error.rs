@@ -25,6 +25,20 @@ pub enum Error {
     #[error("permission denied: {0}")]
     Denied(String),
 
+    /// The statement is larger or nests deeper than the server accepts
+    /// ([`crate::limits::StatementLimits`]); the message says which bound and the fix.
+    #[error("statement too complex: {0}")]
+    TooComplex(String),
+
+    /// A resource bound of the server refused or ended the statement (concurrent
+    /// statements, the statement timeout); trying again later may succeed.
+    #[error("{0}")]
+    Busy(String),
+
+    /// The statement ran past the statement timeout and was ended.
+    #[error("{0}")]
+    Timeout(String),
+
     /// The audit log cannot be written, so nothing runs.
     #[error("{0}")]
     Audit(String),

@@ -3,6 +3,7 @@
 //!
 //! The engine knows no concrete connector: it is given a [`ConnectorRegistry`].
 
+pub mod admission;
 pub mod allocator;
 pub mod config;
 pub mod connector;
@@ -10,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod federation;
 pub mod governance;
+pub mod limits;
 pub mod mesh;
 pub mod optimizer;
 pub mod problem;

@@ -1,7 +1,8 @@
 //! [`MeshSession`]: statements of one identity. Plans under that identity's catalogs,
 //! refuses DDL, DML and settings off the allow-list, and audits every statement: a
-//! failure to plan is recorded at once, an execution when its stream ends (rows,
-//! duration, error), is cancelled, or fails.
+//! failure to plan is recorded at once; an execution when it starts (before its first
+//! row leaves) and again when its stream ends (rows, duration, error), is cancelled, or
+//! fails.
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -17,15 +18,17 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::{RecordBatchStream, execute_stream};
+use datafusion::physical_plan::{EmptyRecordBatchStream, RecordBatchStream, execute_stream};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream};
 
+use crate::admission::{Admission, Admitted};
 use crate::error::{Error, Result};
-use crate::governance::audit::AuditRecord;
+use crate::governance::audit::{AuditRecord, AuditStatus};
 use crate::governance::catalog::Denials;
 use crate::governance::expr::normalize_identity_calls;
 use crate::governance::{Governance, Identity, settings};
+use crate::limits::StatementLimits;
 use crate::mesh::refresh::{refresh_call, refresh_table};
 use crate::optimizer::plain_string_results;
 
@@ -37,6 +40,8 @@ pub struct MeshSession {
     identity: Identity,
     governance: Arc<Governance>,
     denials: Denials,
+    limits: StatementLimits,
+    admission: Arc<Admission>,
 }
 
 impl std::fmt::Debug for MeshSession {
@@ -48,7 +53,12 @@ impl std::fmt::Debug for MeshSession {
 }
 
 impl MeshSession {
-    pub(crate) fn new(governance: &Arc<Governance>, identity: &Identity) -> Self {
+    pub(crate) fn new(
+        governance: &Arc<Governance>,
+        identity: &Identity,
+        limits: StatementLimits,
+        admission: Arc<Admission>,
+    ) -> Self {
         let denials: Denials = Arc::new(Mutex::new(BTreeSet::new()));
         let state = governance.session_state(identity, Arc::clone(&denials));
         MeshSession {
@@ -56,6 +66,8 @@ impl MeshSession {
             identity: identity.clone(),
             governance: Arc::clone(governance),
             denials,
+            limits,
+            admission,
         }
     }
 
@@ -72,17 +84,26 @@ impl MeshSession {
     /// one that plans is audited when [`Planned::execute`] finishes.
     pub async fn plan(&self, sql: &str) -> Result<Planned> {
         let started = Instant::now();
+        let deadline = self.admission.deadline();
         let mut record = AuditRecord::new(&self.identity.user, sql);
         if let Ok(mut d) = self.denials.lock() {
             d.clear();
         }
-        match self.plan_inner(sql).await {
+        let planned = match deadline {
+            None => self.plan_inner(sql).await,
+            Some(deadline) => tokio::time::timeout_at(deadline, self.plan_inner(sql))
+                .await
+                .unwrap_or_else(|_| Err(self.admission.timed_out("planning"))),
+        };
+        match planned {
             Ok(df) => {
                 record.ports = ports_read(df.logical_plan());
                 Ok(Planned {
                     df,
                     record,
                     started,
+                    deadline,
+                    admission: Arc::clone(&self.admission),
                     audit: Arc::clone(&self.governance),
                 })
             }
@@ -119,9 +140,24 @@ impl MeshSession {
         if let Some(call) = refresh_call(sql) {
             return self.refresh(call.map_err(Error::Setup)?).await;
         }
+        self.limits.check_size(sql)?;
         let sql = normalize_identity_calls(sql);
         let state = self.ctx.state();
-        let plan = state.create_logical_plan(&sql).await?;
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(&sql, &dialect).map_err(|e| {
+            let limit = state.config().options().sql_parser.recursion_limit;
+            if e.to_string().contains("RecursionLimitExceeded") {
+                Error::TooComplex(format!(
+                    "the statement nests parentheses, subqueries or prefix operators more \
+                     than {} deep",
+                    usize::from(limit)
+                ))
+            } else {
+                Error::from(e)
+            }
+        })?;
+        self.limits.check_depth(&statement)?;
+        let plan = state.statement_to_plan(statement).await?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -175,6 +211,8 @@ pub struct Planned {
     df: DataFrame,
     record: AuditRecord,
     started: Instant,
+    deadline: Option<tokio::time::Instant>,
+    admission: Arc<Admission>,
     audit: Arc<Governance>,
 }
 
@@ -241,9 +279,15 @@ impl Planned {
             df,
             mut record,
             started,
+            deadline,
+            admission,
             audit,
         } = self;
+        let admitted = admission
+            .admit(&record.user, !record.ports.is_empty(), deadline)
+            .await;
         let stream = async {
+            let admitted = admitted?;
             let task = Arc::new(df.task_ctx());
             let plan = df.create_physical_plan().await?;
             let plan = if plain_strings {
@@ -251,27 +295,43 @@ impl Planned {
             } else {
                 plan
             };
-            execute_stream(plan, task)
+            Ok::<_, Error>((execute_stream(plan, task)?, admitted))
         };
-        match stream.await {
-            Ok(inner) => Ok(Box::pin(AuditedStream {
-                schema: inner.schema(),
-                inner,
-                record: Some(record),
-                started,
-                rows: 0,
-                audit,
-                writing: None,
-                then: None,
-            })),
+        let stream = async {
+            match deadline {
+                None => stream.await,
+                Some(deadline) => tokio::time::timeout_at(deadline, stream)
+                    .await
+                    .unwrap_or_else(|_| Err(admission.timed_out("planning"))),
+            }
+        };
+        let (inner, admitted) = match stream.await {
+            Ok(inner) => inner,
             Err(e) => {
-                let e = Error::from(e);
                 record.error = Some(e.to_string());
                 record.duration_ms = started.elapsed().as_secs_f64() * 1e3;
                 audit.audit().write(record).await.map_err(Error::Audit)?;
-                Err(e)
+                return Err(e);
             }
-        }
+        };
+        // On disk before the first row leaves: if the process dies while this streams,
+        // the log still says who read what.
+        let mut start = record.clone();
+        start.status = AuditStatus::Started;
+        audit.audit().write(start).await.map_err(Error::Audit)?;
+        Ok(Box::pin(AuditedStream {
+            schema: inner.schema(),
+            inner,
+            record: Some(record),
+            started,
+            rows: 0,
+            audit,
+            writing: None,
+            then: None,
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            admission,
+            _admitted: admitted,
+        }))
     }
 }
 
@@ -291,6 +351,11 @@ struct AuditedStream {
     audit: Arc<Governance>,
     writing: Option<BoxFuture<'static, std::result::Result<(), String>>>,
     then: Option<Then>,
+    /// The statement timeout, while the statement streams.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    admission: Arc<Admission>,
+    /// The statement's slots, given back when the stream ends or is dropped.
+    _admitted: Admitted,
 }
 
 impl AuditedStream {
@@ -338,6 +403,20 @@ impl Stream for AuditedStream {
                 }
                 None => {}
             }
+            if self.record.is_some()
+                && let Some(deadline) = self.deadline.as_mut()
+                && deadline.as_mut().poll(cx).is_ready()
+            {
+                self.deadline = None;
+                let e = DataFusionError::External(Box::new(
+                    self.admission.timed_out("sending its results"),
+                ));
+                // Stop the work now, not when the client lets go.
+                self.inner = Box::pin(EmptyRecordBatchStream::new(Arc::clone(&self.schema)));
+                self.finish(Some(&e), Then::Fail(e.clone_for_audit()));
+                self.then = Some(Then::Fail(e));
+                continue;
+            }
             match futures::ready!(self.inner.as_mut().poll_next(cx)) {
                 Some(Ok(batch)) => {
                     self.rows += batch.num_rows() as u64;
@@ -366,17 +445,15 @@ impl Drop for AuditedStream {
         if let Some(mut record) = self.record.take() {
             record.rows = Some(self.rows);
             record.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
-            record.error = Some("cancelled".into());
-            let audit = Arc::clone(&self.audit);
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn(async move {
-                        if let Err(e) = audit.audit().write(record).await {
-                            tracing::error!(error = %e, "cannot audit a cancelled statement");
-                        }
-                    });
-                }
-                Err(_) => tracing::error!("cannot audit a cancelled statement: no runtime"),
+            record.error = Some(if self.admission.shutting_down() {
+                "cut: the server shut down before the statement finished".into()
+            } else {
+                "cancelled".into()
+            });
+            // Written here, not in a spawned task: a drop during shutdown has no runtime
+            // left to run one, and the record must be on disk before the process ends.
+            if let Err(e) = self.audit.audit().write_now(record) {
+                tracing::error!(error = %e, "cannot audit a cancelled statement");
             }
         }
     }

@@ -5,9 +5,12 @@ mod support;
 
 mod cache;
 mod check;
+mod deep;
 mod federation;
 mod flight;
 mod lake;
+mod leakproof;
+mod limits;
 mod policy;
 mod query;
 mod slt;

@@ -18,7 +18,7 @@ use crate::support::server::Server;
 use crate::support::slt::{EngineDb, FlightDb, SltError, TEST_PASSWORD, query, rows, run_all};
 
 /// A fresh copy of the test mesh with `access` appended (each test its own audit log).
-fn governed_mesh(access: &str) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn governed_mesh(access: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tmp");
     copy_dir(&fixture().root, dir.path());
     let mesh = dir.path().join("mesh.yaml");
@@ -27,12 +27,12 @@ fn governed_mesh(access: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, mesh)
 }
 
-fn policy_access() -> String {
+pub(crate) fn policy_access() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/policy/access.yaml");
     std::fs::read_to_string(path).expect("policy access")
 }
 
-fn env() -> Vec<(String, String)> {
+pub(crate) fn env() -> Vec<(String, String)> {
     let mut env = fixture().env();
     env.push(("MESHQL_TEST_PASSWORD".into(), TEST_PASSWORD.into()));
     env
@@ -81,11 +81,24 @@ async fn policy_slt_over_flight_sql_statements_and_prepared_statements() {
     }
 }
 
-fn audit_lines(mesh: &Path) -> Vec<serde_json::Value> {
+/// Every line of the audit log, as written.
+fn audit_file(mesh: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(mesh.with_file_name("audit.jsonl")).expect("audit log");
     text.lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect()
+}
+
+/// The last record of each statement, in the order statements began.
+fn audit_lines(mesh: &Path) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    for line in audit_file(mesh) {
+        match out.iter_mut().find(|l| l["query_id"] == line["query_id"]) {
+            Some(earlier) => *earlier = line,
+            None => out.push(line),
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,6 +125,20 @@ async fn every_statement_is_audited_and_query_log_is_per_user() {
     .await;
     assert!(failed.is_err());
 
+    // A statement that runs is recorded as started before its first row, then finished;
+    // one refused at planning once.
+    let file = audit_file(&mesh);
+    let statuses: Vec<&str> = file
+        .iter()
+        .map(|l| l["status"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        statuses,
+        ["started", "finished", "finished", "started", "finished"],
+        "{file:#?}"
+    );
+    assert_eq!(file[0]["query_id"], file[1]["query_id"]);
+    assert_eq!(file[0]["rows"], serde_json::Value::Null);
     let lines = audit_lines(&mesh);
     assert_eq!(lines.len(), 3, "{lines:#?}");
     assert_eq!(lines[0]["user"], "ana");
@@ -505,4 +532,49 @@ async fn restricted_results_equal_hand_rewritten_queries() {
         want.sort();
         assert_eq!(got, want, "query {i}: {}", sql("customer.profile.customer"));
     }
+}
+
+/// A read leaves its record before its first row leaves the server: killed mid-stream,
+/// the server has already said who read what, and `mesh.meta.query_log` shows the
+/// statement as started and never finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_is_audited_before_its_first_row_even_if_the_server_dies() {
+    let (_dir, mesh) = governed_mesh(&policy_access());
+    let server = Server::start(&mesh, &env(), &[]);
+    let mut ana = server.client().await;
+    ana.handshake("ana", TEST_PASSWORD).await.expect("sign in");
+    let sql =
+        "SELECT a.c_name, b.c_name FROM customer.profile.customer a, customer.profile.customer b";
+    let info = ana.execute(sql.into(), None).await.expect("plans");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let mut stream = ana.do_get(ticket).await.expect("streams");
+    let first = stream.try_next().await.expect("a batch").expect("a batch");
+    assert!(first.num_rows() > 0);
+    // The server dies without a chance to finish anything.
+    drop(server);
+
+    let file = audit_file(&mesh);
+    let started: Vec<_> = file
+        .iter()
+        .filter(|l| l["statement"] == sql && l["user"] == "ana")
+        .collect();
+    assert_eq!(started.len(), 1, "{file:#?}");
+    assert_eq!(started[0]["status"], "started");
+    assert_eq!(
+        started[0]["ports"],
+        serde_json::json!(["customer.profile.customer"])
+    );
+
+    let engine = engine(&mesh).await;
+    let seen = query(
+        &engine,
+        &user(&engine, "root"),
+        &format!(
+            "SELECT status, rows FROM mesh.meta.query_log WHERE statement = '{}'",
+            sql.replace('\'', "''")
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen, [["started", "NULL"]]);
 }

@@ -1,5 +1,8 @@
-//! The audit log: one JSON line per statement, appended and synced to disk before the
-//! statement is reported complete, so a crash loses no completed record. Without a
+//! The audit log: JSON lines, appended and synced to disk. A statement that runs leaves
+//! two records with one `query_id`: `started`, on disk before its first row leaves the
+//! server, and `finished` (rows, duration, error) before its end is reported. A crash, a
+//! kill or a shutdown mid-stream so still leaves the `started` record of what was being
+//! read. A statement that fails to plan leaves one `finished` record. Without a
 //! configured file the records of this process are kept in memory (bounded), so
 //! `mesh.meta.query_log` works in a REPL too.
 
@@ -15,13 +18,44 @@ use serde::{Deserialize, Serialize};
 /// Records kept in memory when no file is configured.
 const MEMORY_RECORDS: usize = 10_000;
 
+/// The longest statement text a record keeps; longer ones are cut there (at a character
+/// boundary) and marked, and `statement_sha256` identifies the whole text.
+pub const MAX_STATEMENT_TEXT: usize = 16 << 10;
+
+/// Where a statement's record stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditStatus {
+    /// Execution began; no row has left yet. Alone in the log, the statement never
+    /// finished (the server stopped or died while it ran).
+    Started,
+    /// The statement ended: its rows, duration and error are final.
+    #[default]
+    Finished,
+}
+
+impl AuditStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditStatus::Started => "started",
+            AuditStatus::Finished => "finished",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditRecord {
     /// RFC 3339, UTC, microseconds.
     pub time: String,
     pub query_id: String,
     pub user: String,
+    /// The statement's text, at most [`MAX_STATEMENT_TEXT`] bytes of it.
     pub statement: String,
+    /// SHA-256 of the whole statement text, hex.
+    #[serde(default)]
+    pub statement_sha256: String,
+    #[serde(default)]
+    pub status: AuditStatus,
     /// Output ports the statement read (derived ports and what they read).
     pub ports: Vec<String>,
     /// `allowed` or `denied`.
@@ -38,7 +72,9 @@ impl AuditRecord {
             time: now_rfc3339(),
             query_id: new_query_id(),
             user: user.to_string(),
-            statement: statement.to_string(),
+            statement: bounded_text(statement),
+            statement_sha256: sha256_hex(statement),
+            status: AuditStatus::Finished,
             ports: Vec::new(),
             decision: "allowed".into(),
             reason: None,
@@ -121,26 +157,40 @@ impl AuditLog {
             }
             Some((_, Err(e))) => Err(e.clone()),
             Some((path, Ok(file))) => {
-                let mut line = serde_json::to_string(&record).map_err(|e| e.to_string())?;
-                line.push('\n');
                 let file = Arc::clone(file);
                 let path = path.clone();
-                let written = tokio::task::spawn_blocking(move || {
-                    let mut f = file.lock().map_err(|_| "audit log poisoned".to_string())?;
-                    // One write per record: O_APPEND keeps concurrent lines whole.
-                    f.write_all(line.as_bytes())
-                        .and_then(|_| f.sync_data())
-                        .map_err(|e| format!("cannot write the audit log {}: {e}", path.display()))
-                })
-                .await;
+                let written =
+                    tokio::task::spawn_blocking(move || append(&file, &path, &record)).await;
                 written.map_err(|e| e.to_string())?
             }
         }
     }
 
-    /// Every record, oldest first. Lines that do not parse (a torn last line after a
-    /// power loss) are skipped.
+    /// [`AuditLog::write`] on this thread, for where nothing can be awaited (a stream
+    /// dropped mid-way, a runtime shutting down): the record is on disk when it returns.
+    pub fn write_now(&self, record: AuditRecord) -> Result<(), String> {
+        match &self.file {
+            None => {
+                let mut memory = self.memory.lock().map_err(|_| "audit log poisoned")?;
+                if memory.len() == MEMORY_RECORDS {
+                    memory.pop_front();
+                }
+                memory.push_back(record);
+                Ok(())
+            }
+            Some((_, Err(e))) => Err(e.clone()),
+            Some((path, Ok(file))) => append(file, path, &record),
+        }
+    }
+
+    /// Every statement's latest record, oldest statement first. Lines that do not parse
+    /// (a torn last line after a power loss) are skipped.
     pub fn records(&self) -> Result<Vec<AuditRecord>, String> {
+        self.lines().map(latest_per_query)
+    }
+
+    /// Every record as written, oldest first.
+    pub fn lines(&self) -> Result<Vec<AuditRecord>, String> {
         match &self.file {
             None => Ok(self
                 .memory
@@ -161,6 +211,63 @@ impl AuditLog {
             }
         }
     }
+}
+
+/// `text` cut to [`MAX_STATEMENT_TEXT`] bytes at a character boundary, marked when cut.
+fn bounded_text(text: &str) -> String {
+    if text.len() <= MAX_STATEMENT_TEXT {
+        return text.to_string();
+    }
+    let mut end = MAX_STATEMENT_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... [{} bytes in all]", &text[..end], text.len())
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One entry per statement, in the order statements began: the last record written for
+/// each `query_id` (its `finished` record, or `started` if it never finished).
+fn latest_per_query(records: impl IntoIterator<Item = AuditRecord>) -> Vec<AuditRecord> {
+    let mut out: Vec<AuditRecord> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for record in records {
+        match at.get(&record.query_id) {
+            Some(&i) => out[i] = record,
+            None => {
+                at.insert(record.query_id.clone(), out.len());
+                out.push(record);
+            }
+        }
+    }
+    out
+}
+
+/// Append one record as one line and sync it.
+fn append(file: &Mutex<File>, path: &Path, record: &AuditRecord) -> Result<(), String> {
+    let mut line = serde_json::to_string(record).map_err(|e| e.to_string())?;
+    line.push('\n');
+    let mut f = file.lock().map_err(|_| "audit log poisoned".to_string())?;
+    let failed = |e: std::io::Error| format!("cannot write the audit log {}: {e}", path.display());
+    let before = f.metadata().map_err(failed)?.len();
+    // One write per record: O_APPEND keeps concurrent lines whole.
+    let written = f.write_all(line.as_bytes()).and_then(|_| f.sync_data());
+    if let Err(e) = written {
+        // A record torn by a full disk would merge with the next one: cut it off, so
+        // the file stays one whole record per line.
+        if f.set_len(before).and_then(|_| f.sync_data()).is_err() {
+            tracing::error!(path = %path.display(), "cannot cut a torn audit record");
+        }
+        return Err(failed(e));
+    }
+    Ok(())
 }
 
 fn now_rfc3339() -> String {
@@ -221,6 +328,37 @@ mod tests {
             .map(|r| r.user)
             .collect();
         assert_eq!(users, ["alice", "bob", "carol"]);
+    }
+
+    #[tokio::test]
+    async fn a_started_statement_shows_until_it_finishes() {
+        let log = AuditLog::open(None);
+        let mut first = AuditRecord::new("a", "SELECT 1");
+        first.status = AuditStatus::Started;
+        let second = AuditRecord::new("b", "SELECT 2");
+        log.write(first.clone()).await.unwrap();
+        log.write(second.clone()).await.unwrap();
+        assert_eq!(log.records().unwrap(), [first.clone(), second.clone()]);
+        let mut done = first.clone();
+        done.status = AuditStatus::Finished;
+        done.rows = Some(1);
+        log.write(done.clone()).await.unwrap();
+        assert_eq!(log.records().unwrap(), [done, second]);
+        assert_eq!(log.lines().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn long_statements_are_cut_and_hashed() {
+        let sql = format!("SELECT '{}'", "é".repeat(MAX_STATEMENT_TEXT));
+        let record = AuditRecord::new("a", &sql);
+        assert!(record.statement.len() < MAX_STATEMENT_TEXT + 64);
+        assert!(
+            record
+                .statement
+                .ends_with(&format!("[{} bytes in all]", sql.len()))
+        );
+        assert_eq!(record.statement_sha256, sha256_hex(&sql));
+        assert_eq!(record.statement_sha256.len(), 64);
     }
 
     #[tokio::test]

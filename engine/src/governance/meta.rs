@@ -61,6 +61,8 @@ impl GovernanceTable {
                 Field::new("rows", DataType::UInt64, true),
                 Field::new("duration_ms", DataType::Float64, true),
                 s("error"),
+                s("status"),
+                s("statement_sha256"),
             ],
             GovernanceTable::Grants => vec![
                 s("principal"),
@@ -143,6 +145,8 @@ impl GovernanceMetaTable {
                     .collect::<Vec<_>>(),
             )),
             s(&|r| r.error.clone()),
+            s(&|r| Some(r.status.as_str().to_string())),
+            s(&|r| Some(r.statement_sha256.clone())),
         ])
     }
 

@@ -84,6 +84,20 @@ pub struct MeshArgs {
     /// each occurrence instead of once. For comparisons.
     #[arg(long, env = "MESHQL_NO_SHARED_SUBPLANS")]
     no_shared_subplans: bool,
+    /// The longest statement accepted, e.g. 1MiB.
+    #[arg(long, env = "MESHQL_MAX_STATEMENT_BYTES", value_parser = parse_bytes, default_value = "1MiB")]
+    max_statement_bytes: usize,
+    /// End any statement that runs longer than this many seconds (planning, waiting for
+    /// its turn and streaming), with an error and an audit record; 0 = no limit.
+    #[arg(long, env = "MESHQL_STATEMENT_TIMEOUT_S", default_value_t = 900)]
+    statement_timeout_s: u64,
+    /// Statements reading output ports that run at once; more wait in line
+    /// [default: twice the cores, at least 4].
+    #[arg(long, env = "MESHQL_MAX_RUNNING_STATEMENTS")]
+    max_running_statements: Option<usize>,
+    /// Statements one user runs at once; more of theirs wait in line.
+    #[arg(long, env = "MESHQL_MAX_STATEMENTS_PER_USER", default_value_t = 4)]
+    max_statements_per_user: usize,
 }
 
 /// `123`, `64KB`, `512MiB`, `4GB`, `1.5GiB` (binary multiples either way).
@@ -130,6 +144,18 @@ impl MeshArgs {
             no_subplan_pushdown: self.no_subplan_pushdown,
             no_dynamic_filters: self.no_dynamic_filters,
             no_shared_subplans: self.no_shared_subplans,
+            statement_limits: meshql_engine::limits::StatementLimits {
+                max_bytes: self.max_statement_bytes,
+                ..Default::default()
+            },
+            admission: meshql_engine::admission::AdmissionOptions {
+                statement_timeout: (self.statement_timeout_s > 0)
+                    .then(|| std::time::Duration::from_secs(self.statement_timeout_s)),
+                max_running: self
+                    .max_running_statements
+                    .unwrap_or(meshql_engine::admission::AdmissionOptions::default().max_running),
+                max_per_user: self.max_statements_per_user,
+            },
         };
         MeshEngine::open_with(&path, &meshql_connectors::default_connectors(), &options).await
     }

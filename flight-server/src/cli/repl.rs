@@ -82,6 +82,11 @@ pub async fn run(args: &ReplArgs) -> ExitCode {
                 no_subplan_pushdown: false,
                 no_dynamic_filters: false,
                 no_shared_subplans: false,
+                max_statement_bytes: meshql_engine::limits::StatementLimits::default().max_bytes,
+                // Interactive: Ctrl-C ends a statement.
+                statement_timeout_s: 0,
+                max_running_statements: None,
+                max_statements_per_user: 4,
             };
             match mesh.open().await {
                 Ok(engine) => {

@@ -11,6 +11,9 @@ pub fn status(err: Error) -> Status {
             Status::failed_precondition(meshql_engine::problem::display_all(&problems))
         }
         Error::Setup(message) => Status::failed_precondition(message),
+        e @ Error::TooComplex(_) => Status::invalid_argument(e.to_string()),
+        Error::Busy(message) => Status::resource_exhausted(message),
+        Error::Timeout(message) => Status::deadline_exceeded(message),
         Error::Denied(message) => Status::permission_denied(Error::Denied(message).to_string()),
         Error::Audit(message) => {
             tracing::error!(%message, "audit log");
@@ -21,6 +24,14 @@ pub fn status(err: Error) -> Status {
         Error::Internal(message) => {
             tracing::error!(%message, "internal error");
             Status::internal("internal error in meshql (logged on the server)")
+        }
+        Error::DataFusion(DataFusionError::External(inner))
+            if inner.downcast_ref::<Error>().is_some() =>
+        {
+            match inner.downcast::<Error>() {
+                Ok(engine) => status(*engine),
+                Err(other) => Status::invalid_argument(other.to_string()),
+            }
         }
         Error::DataFusion(e) => {
             let code = code(&e);
@@ -40,14 +51,49 @@ pub fn df_status(e: DataFusionError) -> Status {
 }
 
 fn code(e: &DataFusionError) -> Code {
-    match e.find_root() {
+    let root = e.find_root();
+    if root.to_string().contains("likely caused by a bug") {
+        // DataFusion's own invariant broken, whatever the variant says.
+        return Code::Internal;
+    }
+    match root {
         DataFusionError::Plan(m) if m.contains("not found") => Code::NotFound,
         DataFusionError::Plan(m) if m.contains("is unavailable") => Code::Unavailable,
         DataFusionError::ResourcesExhausted(_) => Code::ResourceExhausted,
         DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => Code::Unavailable,
+        // The same failures, raised while a result streams (a file or a source gone
+        // mid-read) and wrapped in Arrow's or Parquet's errors: the same code as before
+        // the stream, so clients retry alike.
+        e if source_is_io(e) => Code::Unavailable,
         DataFusionError::Internal(_) => Code::Internal,
         // Bad SQL, unknown columns, unsupported features, arithmetic and cast errors:
         // all about the statement the user sent.
         _ => Code::InvalidArgument,
     }
+}
+
+/// An I/O or object store error somewhere in `e`'s chain of sources.
+fn source_is_io(e: &DataFusionError) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        // Bad bytes (invalid UTF-8, a truncated file) are the data's fault, not a
+        // source that is down.
+        let io = err.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            !matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData
+                    | std::io::ErrorKind::InvalidInput
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        });
+        if io
+            || err
+                .downcast_ref::<datafusion::object_store::Error>()
+                .is_some()
+        {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }

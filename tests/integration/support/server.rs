@@ -65,6 +65,11 @@ impl Server {
         FlightSqlServiceClient::new(channel)
     }
 
+    /// The exit status if the process has ended (crashed or aborted).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Send SIGTERM and wait for the process.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
