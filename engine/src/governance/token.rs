@@ -104,9 +104,108 @@ pub fn verify(
     Ok(user.to_string())
 }
 
+/// A bearer token's claims: who, until when, and when they signed in with a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: String,
+    pub expiry: u64,
+    /// Seconds since the epoch of the password sign-in this token descends from: renewing
+    /// a token keeps it, so a session ends `session_max` after it, renewed or not.
+    pub signed_in: u64,
+}
+
+const SESSION_TAG: &str = "meshql-bearer/2";
+
+/// A bearer token for `session`.
+pub fn sign_session(secret: &[u8], session: &Session) -> String {
+    // The user last: a name may hold any character.
+    let payload = format!(
+        "{SESSION_TAG}\n{}\n{}\n{}",
+        session.expiry, session.signed_in, session.user
+    );
+    let mut m = mac(secret);
+    m.update(payload.as_bytes());
+    format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(payload),
+        URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+    )
+}
+
+/// The session a bearer token carries, if its signature is right, it has not expired, it
+/// does not claim to live longer than `max_ttl`, and its sign-in is under `session_max` old.
+pub fn verify_session(
+    secret: &[u8],
+    token: &str,
+    max_ttl: Duration,
+    session_max: Duration,
+) -> Result<Session, &'static str> {
+    let (payload, tag) = token.split_once('.').ok_or("malformed")?;
+    let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| "malformed")?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| "malformed")?;
+    let mut m = mac(secret);
+    m.update(&payload);
+    m.verify_slice(&tag).map_err(|_| "bad signature")?;
+    let payload = String::from_utf8(payload).map_err(|_| "malformed")?;
+    let mut parts = payload.splitn(4, '\n');
+    let (Some(tag), Some(expiry), Some(signed_in), Some(user)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("malformed");
+    };
+    if tag != SESSION_TAG {
+        return Err("not meant for this use");
+    }
+    let expiry: u64 = expiry.parse().map_err(|_| "malformed")?;
+    let signed_in: u64 = signed_in.parse().map_err(|_| "malformed")?;
+    let now = now_secs();
+    if expiry < now {
+        return Err("expired");
+    }
+    if expiry > now + max_ttl.as_secs() + CLOCK_SKEW_S {
+        return Err("valid for too long");
+    }
+    if now.saturating_sub(signed_in) > session_max.as_secs() || signed_in > now + CLOCK_SKEW_S {
+        return Err("past the session's maximum lifetime");
+    }
+    Ok(Session {
+        user: user.to_string(),
+        expiry,
+        signed_in,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_ends_at_its_maximum_lifetime_however_renewed() {
+        let (ttl, max) = (Duration::from_secs(60), Duration::from_secs(3600));
+        let now = now_secs();
+        let fresh = Session {
+            user: "a\nb".into(),
+            expiry: now + 60,
+            signed_in: now - 10,
+        };
+        let token = sign_session(b"k", &fresh);
+        assert_eq!(verify_session(b"k", &token, ttl, max), Ok(fresh.clone()));
+        let old = Session {
+            signed_in: now - 3601,
+            ..fresh.clone()
+        };
+        assert_eq!(
+            verify_session(b"k", &sign_session(b"k", &old), ttl, max),
+            Err("past the session's maximum lifetime")
+        );
+        // A delegation token is never a bearer token.
+        let other = sign(b"k", Purpose::Delegation, "a", now + 60);
+        assert!(verify_session(b"k", &other, ttl, max).is_err());
+        assert_eq!(
+            verify_session(b"k2", &token, ttl, max),
+            Err("bad signature")
+        );
+    }
 
     #[test]
     fn only_the_right_secret_purpose_and_lifetime_pass() {

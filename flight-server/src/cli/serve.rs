@@ -31,6 +31,18 @@ pub struct ServeArgs {
     /// Lifetime of a bearer token, in seconds.
     #[arg(long, env = "MESHQL_TOKEN_TTL_S", default_value_t = 3600)]
     token_ttl_s: u64,
+    /// Longest a session lasts after its password sign-in, in seconds: renewing a token
+    /// does not extend it.
+    #[arg(long, env = "MESHQL_SESSION_MAX_S", default_value_t = 43_200)]
+    session_max_s: u64,
+    /// Failed password sign-ins per user name a minute (three times as many per client
+    /// address) before further sign-ins are refused for the rest of that minute.
+    #[arg(long, env = "MESHQL_MAX_FAILED_SIGN_INS", default_value_t = 10)]
+    max_failed_sign_ins: usize,
+    /// On SIGTERM, seconds running statements get to finish before they are cut (each
+    /// cut statement is audited, and the process then exits non-zero).
+    #[arg(long, env = "MESHQL_DRAIN_TIMEOUT_S", default_value_t = 30)]
+    drain_timeout_s: u64,
 }
 
 pub async fn run(mesh: &MeshArgs, args: &ServeArgs) -> ExitCode {
@@ -50,6 +62,9 @@ pub async fn run(mesh: &MeshArgs, args: &ServeArgs) -> ExitCode {
         insecure_open: args.insecure_open,
         token_secret: args.token_secret.clone(),
         token_ttl: Duration::from_secs(args.token_ttl_s),
+        session_max: Duration::from_secs(args.session_max_s),
+        max_failed_sign_ins: args.max_failed_sign_ins,
+        drain_timeout: Duration::from_secs(args.drain_timeout_s),
     };
     match serve(engine, options).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,14 +7,23 @@
 //! [`meshql_engine::governance::token`]); the statement then runs as that user.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use meshql_engine::config::access::AccessConfig;
+use meshql_engine::governance::Governance;
+use meshql_engine::governance::audit::AuditRecord;
 use meshql_engine::governance::token::{
-    self, DELEGATION_HEADER, DELEGATION_TTL, Purpose, now_secs,
+    self, DELEGATION_HEADER, DELEGATION_TTL, Purpose, Session, now_secs,
 };
+
+use super::throttle::SignInThrottle;
+
+/// Failed password sign-ins per user name a minute before its sign-ins are refused.
+pub const DEFAULT_MAX_FAILURES: usize = 10;
 use sha2::{Digest, Sha256};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
@@ -35,6 +44,12 @@ pub struct Authenticator {
     users: Option<BTreeMap<String, User>>,
     secret: Vec<u8>,
     ttl: Duration,
+    /// A session (a password sign-in and the tokens renewed from it) ends this long
+    /// after the password was given.
+    session_max: Duration,
+    throttle: SignInThrottle,
+    /// Where failed sign-ins are recorded.
+    audit: Option<Arc<Governance>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -78,7 +93,32 @@ impl Authenticator {
             Some(s) => s.as_bytes().to_vec(),
             None => rand::random::<[u8; 32]>().to_vec(),
         };
-        Authenticator { users, secret, ttl }
+        Authenticator {
+            users,
+            secret,
+            ttl,
+            session_max: Duration::from_secs(12 * 3600),
+            throttle: SignInThrottle::new(DEFAULT_MAX_FAILURES),
+            audit: None,
+        }
+    }
+
+    /// End sessions `session_max` after their password sign-in (default 12 hours).
+    pub fn with_session_max(mut self, session_max: Duration) -> Self {
+        self.session_max = session_max;
+        self
+    }
+
+    /// Refuse password sign-ins for a user after this many failures in a minute.
+    pub fn with_max_failures(mut self, max_failures: usize) -> Self {
+        self.throttle = SignInThrottle::new(max_failures);
+        self
+    }
+
+    /// Record failed and throttled sign-ins in this mesh's audit log.
+    pub fn with_audit(mut self, governance: Arc<Governance>) -> Self {
+        self.audit = Some(governance);
+        self
     }
 
     pub fn is_open(&self) -> bool {
@@ -86,26 +126,38 @@ impl Authenticator {
     }
 
     /// The Handshake: check Basic credentials, return the identity and a bearer token.
-    pub fn sign_in(&self, metadata: &MetadataMap) -> Result<(Identity, String), Status> {
-        let identity = match authorization(metadata)? {
-            Some(Credentials::Basic { user, password }) => self.check_password(&user, &password)?,
+    /// Renewing with a bearer token keeps the session's sign-in time, so a session ends
+    /// `session_max` after its password, however often it is renewed.
+    pub fn sign_in(
+        &self,
+        metadata: &MetadataMap,
+        peer: Option<IpAddr>,
+    ) -> Result<(Identity, String), Status> {
+        let (identity, signed_in) = match authorization(metadata)? {
+            Some(Credentials::Basic { user, password }) => {
+                (self.check_password(&user, &password, peer)?, now_secs())
+            }
             Some(Credentials::Bearer(token)) => self.verify(&token)?,
-            None if self.is_open() => anonymous(),
+            None if self.is_open() => (anonymous(), now_secs()),
             None => {
                 return Err(Status::unauthenticated(
                     "sign in with a user name and password (Basic authorization)",
                 ));
             }
         };
-        let token = self.issue(&identity.user);
+        let token = self.issue(&identity.user, signed_in);
         Ok((identity, token))
     }
 
     /// Every other call: a bearer token from the Handshake (Basic is accepted too, for
     /// simple clients). Open mode lets calls without credentials in. A gateway's call
     /// on behalf of a user runs as that user.
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
-        let caller = self.caller(metadata)?;
+    pub fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Identity, Status> {
+        let caller = self.caller(metadata, peer)?;
         match metadata.get(DELEGATION_HEADER) {
             None => Ok(caller),
             Some(value) => {
@@ -154,10 +206,12 @@ impl Authenticator {
         Ok(Identity { user, groups })
     }
 
-    fn caller(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
+    fn caller(&self, metadata: &MetadataMap, peer: Option<IpAddr>) -> Result<Identity, Status> {
         match authorization(metadata)? {
-            Some(Credentials::Bearer(token)) => self.verify(&token),
-            Some(Credentials::Basic { user, password }) => self.check_password(&user, &password),
+            Some(Credentials::Bearer(token)) => self.verify(&token).map(|(identity, _)| identity),
+            Some(Credentials::Basic { user, password }) => {
+                self.check_password(&user, &password, peer)
+            }
             None if self.is_open() => Ok(anonymous()),
             None => Err(Status::unauthenticated(
                 "no credentials: sign in (Handshake) and send `authorization: Bearer <token>`",
@@ -165,7 +219,12 @@ impl Authenticator {
         }
     }
 
-    fn check_password(&self, user: &str, password: &str) -> Result<Identity, Status> {
+    fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Identity, Status> {
         let Some(users) = &self.users else {
             // Open mode: the name is kept for logs, nothing is checked.
             return Ok(Identity {
@@ -173,45 +232,91 @@ impl Authenticator {
                 groups: Vec::new(),
             });
         };
+        let from = peer.map_or_else(|| "an unknown address".to_string(), |p| p.to_string());
+        if let Err(seconds) = self.throttle.check(user, peer) {
+            tracing::warn!(user, %from, "sign-in refused: too many failed sign-ins");
+            self.audit_sign_in(
+                user,
+                &format!("too many failed sign-ins; refused from {from}"),
+            );
+            return Err(Status::resource_exhausted(format!(
+                "too many failed sign-ins for this user or from this address: try again in {seconds} s"
+            )));
+        }
         let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
         match users.get(user) {
-            Some(u) if constant_time_eq(&u.digest, &digest) => Ok(Identity {
-                user: user.to_string(),
-                groups: u.groups.clone(),
-            }),
+            Some(u) if constant_time_eq(&u.digest, &digest) => {
+                self.throttle.succeeded(user);
+                Ok(Identity {
+                    user: user.to_string(),
+                    groups: u.groups.clone(),
+                })
+            }
             _ => {
-                tracing::warn!(user, "sign-in failed: wrong user name or password");
+                tracing::warn!(user, %from, "sign-in failed: wrong user name or password");
+                self.throttle.failed(user, peer);
+                self.audit_sign_in(user, &format!("wrong user name or password, from {from}"));
                 Err(Status::unauthenticated("wrong user name or password"))
             }
         }
     }
 
-    fn issue(&self, user: &str) -> String {
-        token::sign(
+    /// A denied sign-in in the audit log (written in the background: the caller is told
+    /// no at once either way).
+    fn audit_sign_in(&self, user: &str, reason: &str) {
+        let Some(governance) = &self.audit else {
+            return;
+        };
+        let mut record = AuditRecord::new(user, "(sign-in)");
+        record.decision = "denied".into();
+        record.reason = Some(reason.to_string());
+        let governance = Arc::clone(governance);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = governance.audit().write(record).await {
+                    tracing::error!(error = %e, "cannot audit a failed sign-in");
+                }
+            });
+        }
+    }
+
+    fn issue(&self, user: &str, signed_in: u64) -> String {
+        let expiry = (now_secs() + self.ttl.as_secs())
+            .min(signed_in.saturating_add(self.session_max.as_secs()));
+        token::sign_session(
             &self.secret,
-            Purpose::Bearer,
-            user,
-            now_secs() + self.ttl.as_secs(),
+            &Session {
+                user: user.to_string(),
+                expiry,
+                signed_in,
+            },
         )
     }
 
-    fn verify(&self, token: &str) -> Result<Identity, Status> {
+    /// The identity and sign-in time a bearer token carries.
+    fn verify(&self, token: &str) -> Result<(Identity, u64), Status> {
         let invalid = || {
             tracing::warn!("rejected an invalid or expired token");
             Status::unauthenticated("invalid or expired token: sign in again")
         };
         if self.is_open() && (token.is_empty() || token == "None") {
             // flightsql-dbapi sends `Bearer None` when it has no credentials.
-            return Ok(anonymous());
+            return Ok((anonymous(), now_secs()));
         }
-        let user =
-            token::verify(&self.secret, Purpose::Bearer, token, self.ttl).map_err(|_| invalid())?;
+        let session = token::verify_session(&self.secret, token, self.ttl, self.session_max)
+            .map_err(|_| invalid())?;
         let groups = match &self.users {
             // A user removed from the mesh loses access even with a valid token.
-            Some(users) => users.get(&user).ok_or_else(invalid)?.groups.clone(),
+            Some(users) => users.get(&session.user).ok_or_else(invalid)?.groups.clone(),
             None => Vec::new(),
         };
-        Ok(Identity { user, groups })
+        Ok((
+            Identity {
+                user: session.user,
+                groups,
+            },
+            session.signed_in,
+        ))
     }
 }
 
@@ -333,24 +438,24 @@ mod tests {
     fn sign_in_padded_or_not_then_bearer() {
         let a = auth();
         for pad in [true, false] {
-            let (id, token) = a.sign_in(&basic("alice:s3cret!", pad)).unwrap();
+            let (id, token) = a.sign_in(&basic("alice:s3cret!", pad), None).unwrap();
             assert_eq!(id.user, "alice");
             let mut m = MetadataMap::new();
             m.insert(
                 "authorization",
                 MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
             );
-            assert_eq!(a.authenticate(&m).unwrap().groups, vec!["analysts"]);
+            assert_eq!(a.authenticate(&m, None).unwrap().groups, vec!["analysts"]);
         }
-        assert!(a.sign_in(&basic("alice:wrong", false)).is_err());
-        assert!(a.sign_in(&basic("bob:s3cret!", false)).is_err());
-        assert!(a.authenticate(&MetadataMap::new()).is_err());
+        assert!(a.sign_in(&basic("alice:wrong", false), None).is_err());
+        assert!(a.sign_in(&basic("bob:s3cret!", false), None).is_err());
+        assert!(a.authenticate(&MetadataMap::new(), None).is_err());
     }
 
     #[test]
     fn forged_and_expired_tokens_are_rejected() {
         let a = auth();
-        let (_, token) = a.sign_in(&basic("alice:s3cret!", true)).unwrap();
+        let (_, token) = a.sign_in(&basic("alice:s3cret!", true), None).unwrap();
         let (payload, mac) = token.split_once('.').unwrap();
         let forged_payload = URL_SAFE_NO_PAD.encode("root\n99999999999");
         for bad in [
@@ -361,8 +466,9 @@ mod tests {
             assert!(a.verify(&bad).is_err(), "{bad}");
         }
         let other = Authenticator::new(None, Some("other"), Duration::from_secs(60));
-        assert!(auth().verify(&other.issue("alice")).is_err());
+        assert!(auth().verify(&other.issue("alice", now_secs())).is_err());
         let a = auth();
+        // Tokens of the first format carried no sign-in time: sign in again.
         assert!(
             a.verify(&token::sign(
                 b"k",
@@ -370,12 +476,55 @@ mod tests {
                 "alice",
                 now_secs() + 30
             ))
-            .is_ok()
+            .is_err()
         );
         assert!(
             a.verify(&token::sign(b"k", Purpose::Bearer, "alice", now_secs() - 1))
                 .is_err()
         );
+    }
+
+    fn bearer(token: &str) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        m.insert(
+            "authorization",
+            MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+        );
+        m
+    }
+
+    #[test]
+    fn renewing_a_token_keeps_the_sessions_sign_in_time() {
+        let a = auth().with_session_max(Duration::from_secs(3600));
+        // A token renewed from one signed in long ago is refused: the password is needed.
+        let old = a.issue("alice", now_secs() - 3601);
+        assert!(a.sign_in(&bearer(&old), None).is_err());
+        // A recent one renews, and the new token keeps the sign-in time.
+        let signed_in = now_secs() - 100;
+        let recent = a.issue("alice", signed_in);
+        let (_, renewed) = a.sign_in(&bearer(&recent), None).unwrap();
+        assert_eq!(a.verify(&renewed).unwrap().1, signed_in);
+        // And it never outlives the session.
+        let near_end = a.issue("alice", now_secs() - 3590);
+        let session = token::verify_session(b"k", &near_end, a.ttl, a.session_max).unwrap();
+        assert!(session.expiry <= now_secs() + 10, "{session:?}");
+    }
+
+    #[test]
+    fn password_guessing_is_throttled() {
+        let a = auth().with_max_failures(3);
+        let here = Some("127.0.0.9".parse().unwrap());
+        for _ in 0..3 {
+            let e = a.sign_in(&basic("alice:guess", true), here).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        }
+        // Now even the right password waits, through the Handshake or Basic on a call.
+        let e = a.sign_in(&basic("alice:s3cret!", true), here).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+        assert!(e.message().contains("try again in"), "{e}");
+        assert!(a.authenticate(&basic("alice:s3cret!", true), None).is_err());
+        // Other users are not locked out by alice's guesser (from another address).
+        assert!(a.sign_in(&basic("gateway:gw", true), None).is_ok());
     }
 
     fn on_behalf(mut m: MetadataMap, token: String) -> MetadataMap {
@@ -392,7 +541,7 @@ mod tests {
             basic("gateway:gw", true),
             token::sign(b"trust-me", Purpose::Delegation, "alice", expiry),
         );
-        let id = a.authenticate(&m).unwrap();
+        let id = a.authenticate(&m, None).unwrap();
         assert_eq!(
             (id.user.as_str(), id.groups),
             ("alice", vec!["analysts".to_string()])
@@ -402,14 +551,14 @@ mod tests {
             basic("gateway:gw", true),
             token::sign(b"trust-me", Purpose::Delegation, "mallory", expiry),
         );
-        assert!(a.authenticate(&m).unwrap().groups.is_empty());
+        assert!(a.authenticate(&m, None).unwrap().groups.is_empty());
         // Wrong secret, expired, or a caller that is not a trusted gateway.
         let m = on_behalf(
             basic("gateway:gw", true),
             token::sign(b"guess", Purpose::Delegation, "alice", expiry),
         );
         assert_eq!(
-            a.authenticate(&m).unwrap_err().code(),
+            a.authenticate(&m, None).unwrap_err().code(),
             tonic::Code::Unauthenticated
         );
         let m = on_behalf(
@@ -417,7 +566,7 @@ mod tests {
             token::sign(b"trust-me", Purpose::Delegation, "alice", 1),
         );
         assert_eq!(
-            a.authenticate(&m).unwrap_err().code(),
+            a.authenticate(&m, None).unwrap_err().code(),
             tonic::Code::Unauthenticated
         );
         let m = on_behalf(
@@ -425,7 +574,7 @@ mod tests {
             token::sign(b"trust-me", Purpose::Delegation, "gateway", expiry),
         );
         assert_eq!(
-            a.authenticate(&m).unwrap_err().code(),
+            a.authenticate(&m, None).unwrap_err().code(),
             tonic::Code::PermissionDenied
         );
         // The header is checked only after the caller signed in.
@@ -434,7 +583,7 @@ mod tests {
             token::sign(b"trust-me", Purpose::Delegation, "alice", expiry),
         );
         assert_eq!(
-            a.authenticate(&m).unwrap_err().code(),
+            a.authenticate(&m, None).unwrap_err().code(),
             tonic::Code::Unauthenticated
         );
     }

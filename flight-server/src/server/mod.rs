@@ -8,6 +8,7 @@ mod service;
 mod sql_info;
 mod statement;
 mod status;
+mod throttle;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,8 +29,6 @@ pub use statement::{client_schema, encode};
 
 /// Largest message a client may send (DoPut parameters): tonic's 4 MiB default is too small.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
-/// How long SIGTERM waits for running queries.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -41,6 +40,12 @@ pub struct ServeOptions {
     /// Key that signs bearer tokens; replicas behind one address share it.
     pub token_secret: Option<String>,
     pub token_ttl: Duration,
+    /// A session ends this long after its password sign-in, renewed or not.
+    pub session_max: Duration,
+    /// Failed password sign-ins per user a minute before its sign-ins are refused.
+    pub max_failed_sign_ins: usize,
+    /// How long SIGTERM waits for running statements before cutting them.
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +55,15 @@ pub enum ServeError {
          Bind a loopback address (127.0.0.1), add `access.users`, or pass --insecure-open"
     )]
     OpenOnNetwork(SocketAddr),
+    #[error(
+        "{0}: fix the path or its permissions (`access.audit_log`); nothing is served unaudited"
+    )]
+    Audit(String),
+    #[error(
+        "stopped with {0} statement(s) still running after the drain time (--drain-timeout-s); \
+         each is recorded in the audit log as cut"
+    )]
+    Cut(usize),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
     #[error("cannot read TLS file {0}: {1}")]
@@ -61,15 +75,24 @@ pub enum ServeError {
 /// Serve until SIGTERM or Ctrl-C, then stop taking calls and let running ones finish.
 /// Prints `listening on grpc://HOST:PORT` once connections are accepted.
 pub async fn serve(engine: MeshEngine, options: ServeOptions) -> Result<(), ServeError> {
+    if let Some(problem) = engine.governance().audit().problem() {
+        return Err(ServeError::Audit(problem.to_string()));
+    }
     let open = engine.access().is_none();
     if open && !options.bind.ip().is_loopback() && !options.insecure_open {
         return Err(ServeError::OpenOnNetwork(options.bind));
     }
-    let auth = Arc::new(Authenticator::new(
-        engine.access(),
-        options.token_secret.as_deref(),
-        options.token_ttl,
-    ));
+    let auth = Arc::new(
+        Authenticator::new(
+            engine.access(),
+            options.token_secret.as_deref(),
+            options.token_ttl,
+        )
+        .with_session_max(options.session_max)
+        .with_max_failures(options.max_failed_sign_ins)
+        .with_audit(Arc::clone(engine.governance())),
+    );
+    let admission = Arc::clone(engine.admission());
     let service = FlightRouter::new(MeshFlightSqlService::new(Arc::new(engine), auth));
 
     let listener = TcpListener::bind(options.bind)
@@ -115,17 +138,27 @@ pub async fn serve(engine: MeshEngine, options: ServeOptions) -> Result<(), Serv
             shutdown().await;
             let _ = stopping_tx.send(());
         });
-    // Running queries get DRAIN_TIMEOUT to finish after the signal; then the process exits.
+    // Running statements get the drain time to finish after the signal; those still
+    // running then are cut (their streams are dropped when the runtime shuts down, which
+    // writes their audit records) and the process exits non-zero.
+    let drain = options.drain_timeout;
     let drain_deadline = async {
         if stopping_rx.await.is_ok() {
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
+            tokio::time::sleep(drain).await;
         } else {
             std::future::pending::<()>().await;
         }
     };
     tokio::select! {
         result = server => result?,
-        () = drain_deadline => tracing::warn!("queries still running after {}s: stopping anyway", DRAIN_TIMEOUT.as_secs()),
+        () = drain_deadline => {
+            admission.begin_shutdown();
+            let cut = admission.running();
+            tracing::warn!(cut, "statements still running after {}s: cutting them", drain.as_secs());
+            if cut > 0 {
+                return Err(ServeError::Cut(cut));
+            }
+        }
     }
     tracing::info!("stopped");
     Ok(())

@@ -58,7 +58,8 @@ impl MeshFlightSqlService {
     }
 
     fn identity<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
-        self.auth.authenticate(request.metadata())
+        self.auth
+            .authenticate(request.metadata(), request.remote_addr().map(|a| a.ip()))
     }
 
     /// A FlightInfo whose one endpoint (empty location = this server) carries `ticket`.
@@ -176,7 +177,8 @@ impl FlightSqlService for MeshFlightSqlService {
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
-        let (identity, token) = self.auth.sign_in(request.metadata())?;
+        let peer = request.remote_addr().map(|a| a.ip());
+        let (identity, token) = self.auth.sign_in(request.metadata(), peer)?;
         tracing::info!(user = %identity.user, "signed in");
         let reply = HandshakeResponse {
             protocol_version: 0,

@@ -1,0 +1,148 @@
+//! Failed sign-ins, counted per user name and per client address, so that password
+//! guessing stops after a few tries instead of running at thousands per second.
+//!
+//! Once a user name (or an address) has [`SignInThrottle::max_failures`] failed
+//! sign-ins within [`WINDOW`], every sign-in with a password for it is refused, right or
+//! wrong, until the oldest failure leaves the window. Tokens already issued keep
+//! working: a guesser cannot lock a signed-in user out of their session. Memory is
+//! bounded: at most [`MAX_TRACKED`] names and addresses are tracked, and ones with no
+//! failure in the window are forgotten first.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a failure counts.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Names and addresses tracked at once, each.
+const MAX_TRACKED: usize = 10_000;
+
+#[derive(Debug)]
+pub struct SignInThrottle {
+    pub max_failures: usize,
+    users: Mutex<HashMap<String, VecDeque<Instant>>>,
+    addresses: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+}
+
+impl SignInThrottle {
+    /// `max_failures` per user name; an address may fail three times as often (several
+    /// people behind one NAT mistype passwords too).
+    pub fn new(max_failures: usize) -> Self {
+        SignInThrottle {
+            max_failures: max_failures.max(1),
+            users: Mutex::new(HashMap::new()),
+            addresses: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Err(seconds to wait)` if sign-ins for `user` or from `address` are refused now.
+    pub fn check(&self, user: &str, address: Option<IpAddr>) -> Result<(), u64> {
+        let now = Instant::now();
+        let by_user = wait(&self.users, user, self.max_failures, now);
+        let by_address = address
+            .map(|a| wait(&self.addresses, &a, 3 * self.max_failures, now))
+            .unwrap_or(0);
+        match by_user.max(by_address) {
+            0 => Ok(()),
+            seconds => Err(seconds),
+        }
+    }
+
+    pub fn failed(&self, user: &str, address: Option<IpAddr>) {
+        let now = Instant::now();
+        record(&self.users, user.to_string(), now);
+        if let Some(a) = address {
+            record(&self.addresses, a, now);
+        }
+    }
+
+    /// A right password clears the user's failures (not the address's).
+    pub fn succeeded(&self, user: &str) {
+        if let Ok(mut users) = self.users.lock() {
+            users.remove(user);
+        }
+    }
+}
+
+/// Seconds until `key` may try again (0: now).
+fn wait<K, Q>(map: &Mutex<HashMap<K, VecDeque<Instant>>>, key: &Q, max: usize, now: Instant) -> u64
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    let Ok(mut map) = map.lock() else { return 0 };
+    let Some(failures) = map.get_mut(key) else {
+        return 0;
+    };
+    while failures
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+    {
+        failures.pop_front();
+    }
+    if failures.len() < max {
+        return 0;
+    }
+    failures
+        .front()
+        .map_or(0, |t| (WINDOW - now.duration_since(*t)).as_secs().max(1))
+}
+
+fn record<K: std::hash::Hash + Eq + Clone>(
+    map: &Mutex<HashMap<K, VecDeque<Instant>>>,
+    key: K,
+    now: Instant,
+) {
+    let Ok(mut map) = map.lock() else { return };
+    if map.len() >= MAX_TRACKED && !map.contains_key(&key) {
+        map.retain(|_, f| f.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
+        if map.len() >= MAX_TRACKED {
+            // Still full of live failures: forget the one whose last failure is oldest.
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, f)| f.back().copied())
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                map.remove(&oldest);
+            }
+        }
+    }
+    let failures = map.entry(key).or_default();
+    failures.push_back(now);
+    // Only the last `max` matter; keep the queue short.
+    while failures.len() > 64 {
+        failures.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_lock_a_user_and_an_address_for_a_while() {
+        let t = SignInThrottle::new(3);
+        let here: IpAddr = "127.0.0.1".parse().expect("ip");
+        let there: IpAddr = "127.0.0.2".parse().expect("ip");
+        for _ in 0..3 {
+            assert_eq!(t.check("ana", Some(here)), Ok(()));
+            t.failed("ana", Some(here));
+        }
+        // ana is locked from anywhere.
+        assert!(
+            t.check("ana", Some(there))
+                .is_err_and(|s| (1..=60).contains(&s))
+        );
+        // Another user from the same address is not, until the address's own bound.
+        assert_eq!(t.check("bob", Some(here)), Ok(()));
+        for i in 0..6 {
+            t.failed(&format!("guess{i}"), Some(here));
+        }
+        assert!(t.check("bob", Some(here)).is_err());
+        assert_eq!(t.check("bob", Some(there)), Ok(()));
+        // A right password clears the user's count.
+        t.succeeded("ana");
+        assert_eq!(t.check("ana", Some(there)), Ok(()));
+    }
+}
