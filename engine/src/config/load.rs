@@ -359,6 +359,15 @@ impl Loader<'_> {
                     }
                 };
                 matched += 1;
+                if canonical(&path) == seen[0] && !pattern.contains(['*', '?', '[']) {
+                    // A glob that also matches the main file (`*.yaml`) is fine; naming it
+                    // is a mistake (its domains would be read twice).
+                    self.problems.push(
+                        at.problem(format!("`{pattern}` is the main mesh file itself"))
+                            .with_help("list only domain files under `include:`"),
+                    );
+                    continue;
+                }
                 if seen.contains(&canonical(&path)) {
                     continue;
                 }

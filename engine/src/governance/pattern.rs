@@ -1,6 +1,9 @@
 //! `domain.product.port` patterns of `allow` and `deny`: `*` matches any run of
-//! characters inside one name part; missing trailing parts match everything
-//! (`sales` = `sales.*.*`).
+//! characters inside one name part. A pattern names all three parts (`sales.*.*`), or
+//! is `*` alone (every port): a shorter one (`sales`, `sales.*`) is refused rather than
+//! read one way or the other, since an access rule that grants more than its author
+//! meant is a leak. Runs of stars (`**`) are refused too: they mean nothing more than
+//! `*` and are usually a typo.
 
 use std::fmt;
 
@@ -13,15 +16,36 @@ pub struct PortPattern {
 
 impl PortPattern {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = text.trim().split('.').collect();
-        if parts.len() > 3 || parts.iter().any(|p| p.trim().is_empty()) {
+        let t = text.trim();
+        if t == "*" {
+            return Ok(PortPattern {
+                parts: ["*".into(), "*".into(), "*".into()],
+            });
+        }
+        let parts: Vec<&str> = t.split('.').map(str::trim).collect();
+        if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+            let hint = match parts.as_slice() {
+                [domain] if !domain.is_empty() && !domain.contains('*') => {
+                    format!("; for every port of `{domain}` write `{domain}.*.*`")
+                }
+                [domain, product] if !domain.is_empty() && !product.is_empty() => {
+                    format!("; for every port of `{domain}.{product}` write `{domain}.{product}.*`")
+                }
+                _ => String::new(),
+            };
             return Err(format!(
-                "`{text}` is not a port pattern: write `domain.product.port`, where any part may be `*`"
+                "`{text}` is not a port pattern: write `domain.product.port`, where any part may \
+                 hold `*`, or `*` alone for every port{hint}"
             ));
         }
-        let part = |i: usize| parts.get(i).map_or("*", |p| p.trim()).to_string();
+        if let Some(part) = parts.iter().find(|p| p.contains("**")) {
+            return Err(format!(
+                "`{text}` is not a port pattern: `{part}` has `**`; one `*` matches any run of \
+                 characters in a part"
+            ));
+        }
         Ok(PortPattern {
-            parts: [part(0), part(1), part(2)],
+            parts: [parts[0].into(), parts[1].into(), parts[2].into()],
         })
     }
 
@@ -75,8 +99,15 @@ mod tests {
     fn patterns_match_by_part() {
         let m = |pat: &str, name: &str| PortPattern::parse(pat).unwrap().matches(&port(name));
         assert!(m("sales.*.*", "sales.orders.lineitem"));
-        assert!(m("sales", "sales.orders.lineitem"));
-        assert!(m("sales.orders", "sales.orders.lineitem"));
+        assert!(m("*", "sales.orders.lineitem"));
+        for short in ["sales", "sales.*", "***", "sales.**.*", "*.*"] {
+            assert!(PortPattern::parse(short).is_err(), "{short}");
+        }
+        assert!(
+            PortPattern::parse("sales")
+                .unwrap_err()
+                .contains("write `sales.*.*`")
+        );
         assert!(!m("sales.*.*", "salesx.orders.lineitem"));
         assert!(m("*.*.*", "a.b.c"));
         assert!(m("sales.orders.raw_*", "sales.orders.raw_events"));
