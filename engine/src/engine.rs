@@ -123,6 +123,10 @@ impl MeshEngine {
                 subplan_pushdown: !options.no_subplan_pushdown,
             }))
             .build();
+        let mut state = state;
+        if let Err(e) = crate::bounded_functions::register(&mut state) {
+            tracing::warn!(error = %e, "cannot bound the functions that build large values");
+        }
         let ctx = SessionContext::new_with_state(state);
         let access = spec.access.clone();
         let policies = spec.policies.clone();

@@ -169,6 +169,18 @@ async fn deep_and_wide_statements_never_abort_the_server() {
             );
         }
     }
+    // Values a function would build past its bound are refused before they exist.
+    for sql in [
+        "SELECT repeat('x', 200000000)",
+        "SELECT length(lpad('x', 1000000000))",
+        "SELECT array_repeat('x', 500000000)",
+    ] {
+        let e = run(&mut client, sql, false).await.expect_err(sql);
+        assert!(
+            e.contains("a function call may build at most"),
+            "{sql}: {e}"
+        );
+    }
     // And it still answers.
     assert_eq!(run(&mut client, "SELECT 1", false).await, Ok(1));
     assert!(server.exited().is_none());
