@@ -3,7 +3,8 @@
 //! rows the user may see, or fail in the same way, whatever the user's predicates are,
 //! including predicates that fail (division by zero, casts, LIKE patterns Arrow cannot
 //! compile). Four policy shapes hide the same rows: a plain comparison, a subquery
-//! (semi join), a function, and a derived port whose definition uses a function.
+//! (semi join), a function, and a derived port whose definition uses a function and
+//! computes a column that fails on hidden rows.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +36,9 @@ fn batch(visible_only: bool) -> RecordBatch {
         Field::new("name", DataType::Utf8, false),
         Field::new("note", DataType::Utf8, true),
         Field::new("secret", DataType::Int64, false),
+        // 12 here; the derived port computes it as 12 / (4 - region), which fails on
+        // hidden rows of region 4 only.
+        Field::new("ratio", DataType::Int64, false),
     ]));
     RecordBatch::try_new(
         schema,
@@ -52,6 +56,7 @@ fn batch(visible_only: bool) -> RecordBatch {
             Arc::new(Int64Array::from_iter_values(
                 ids.iter().map(|id| id * 7919 % 1000),
             )),
+            Arc::new(Int64Array::from_iter_values(ids.iter().map(|_| 12))),
         ],
     )
     .expect("batch")
@@ -71,7 +76,7 @@ domains:
           acct: { source: lake, format: parquet, path: full.parquet }
           acct_visible: { source: lake, format: parquet, path: visible.parquet }
           regions: { source: lake, format: csv, path: regions.csv, options: { header: true } }
-          acct_v: { sql: "SELECT * FROM bank.p.acct WHERE abs(region * 2) = 6" }
+          acct_v: { sql: "SELECT id, region, name, note, secret, 12 / (4 - region) AS ratio FROM bank.p.acct WHERE abs(region * 2) = 6" }
 access:
   users:
     truth: { password: x }
@@ -146,6 +151,9 @@ fn predicate(rng: &mut StdRng, k: i64) -> String {
         format!("NOT (id <> {k})"),
         format!("upper(name) = 'NAME {k}'"),
         format!("CAST(id AS VARCHAR) = '{k}'"),
+        // A computed column of the derived port: must not be evaluated below its WHERE.
+        "ratio > 0".to_string(),
+        "ratio = 12".to_string(),
     ];
     let long = "_".repeat(20_000);
     let fails = [

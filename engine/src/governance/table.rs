@@ -47,6 +47,11 @@ pub struct GovernedTable {
     /// Masks and filters over the raw port; output columns in the port's order.
     plan: LogicalPlan,
     masked: BTreeSet<String>,
+    /// Columns a predicate may name to go below the policy: all of a source port's; of
+    /// a derived port only those its definition passes through unchanged (a computed
+    /// column, `amount / qty`, would be inlined below the port's own WHERE and fail on
+    /// rows it hides).
+    pushable: Option<BTreeSet<String>>,
     table_type: TableType,
 }
 
@@ -73,6 +78,7 @@ impl GovernedTable {
                 schema: nullable(plan.schema().inner()),
                 plan,
                 masked: policy.masks.keys().cloned().collect(),
+                pushable: raw.get_logical_plan().map(|view| pass_through(&view)),
                 table_type: raw.table_type(),
             }),
             Err(reason) => {
@@ -222,9 +228,10 @@ impl TableProvider for GovernedTable {
             .iter()
             .map(|f| {
                 let safe = leakproof(f, &self.schema)
-                    && f.column_refs()
-                        .iter()
-                        .all(|c| !self.masked.contains(c.name()));
+                    && f.column_refs().iter().all(|c| {
+                        !self.masked.contains(c.name())
+                            && self.pushable.as_ref().is_none_or(|p| p.contains(c.name()))
+                    });
                 if safe {
                     TableProviderFilterPushDown::Inexact
                 } else {
@@ -268,6 +275,27 @@ impl TableProvider for GovernedTable {
             partitions,
         )))
     }
+}
+
+/// The output columns of a view's plan that are its input's columns unchanged: the
+/// top projection's plain (possibly renamed) column references. None for any other
+/// top node: then nothing is pushed.
+fn pass_through(view: &LogicalPlan) -> BTreeSet<String> {
+    let mut node = view;
+    // Aliases of the whole plan change no column.
+    while let LogicalPlan::SubqueryAlias(a) = node {
+        node = &a.input;
+    }
+    let LogicalPlan::Projection(projection) = node else {
+        return BTreeSet::new();
+    };
+    projection
+        .expr
+        .iter()
+        .zip(view.schema().fields())
+        .filter(|(e, _)| matches!((*e).clone().unalias(), Expr::Column(_)))
+        .map(|(_, field)| field.name().clone())
+        .collect()
 }
 
 /// Filters handed to a scan are qualified with the user's table reference.
