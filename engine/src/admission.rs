@@ -1,11 +1,11 @@
 //! Admission: how many statements run at once, per user and in all, and how long one
 //! may take.
 //!
-//! A statement that reads output ports takes a slot of its user (at most
-//! `max_per_user` at once) and then one of the server's (at most `max_running`); both
-//! queue in arrival order (tokio's semaphores are fair). Statements that read no port
-//! (`SELECT 1`, `mesh.meta.*`, settings) take only their user's slot, so they are never
-//! queued behind other users' heavy statements. Every wait counts against the
+//! A statement that scans anything (ports, `mesh.meta`, table functions) takes a slot of
+//! its user (at most `max_per_user` at once) and then one of the server's (at most
+//! `max_running`); both queue in arrival order (tokio's semaphores are fair). Statements
+//! that scan nothing (`SELECT 1`, settings) take only their user's slot, so they are
+//! never queued behind other users' heavy statements. Every wait counts against the
 //! statement timeout, which ends a statement (planning, queueing or streaming) with a
 //! clear error and an audit record.
 
@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 pub struct AdmissionOptions {
     /// Longest a statement may take from planning to its last row (None: unbounded).
     pub statement_timeout: Option<Duration>,
-    /// Statements reading ports that run at once; more wait in line.
+    /// Statements that scan anything, running at once; more wait in line.
     pub max_running: usize,
     /// Statements one user runs at once; more of theirs wait in line.
     pub max_per_user: usize,
@@ -35,7 +35,7 @@ impl Default for AdmissionOptions {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         AdmissionOptions {
             statement_timeout: Some(Duration::from_secs(15 * 60)),
-            max_running: (2 * cores).max(4),
+            max_running: (2 * cores).max(8),
             max_per_user: 4,
         }
     }
@@ -114,8 +114,10 @@ impl Admission {
                 .users
                 .lock()
                 .map_err(|_| Error::Internal("admission state poisoned".into()))?;
-            // Users with nothing running are forgotten, so the map stays small.
-            users.retain(|_, s| s.available_permits() < self.options.max_per_user.max(1));
+            // Users with nothing running or waiting are forgotten, so the map stays small
+            // (an entry someone is about to acquire from is held by them too).
+            let max = self.options.max_per_user.max(1);
+            users.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < max);
             Arc::clone(
                 users
                     .entry(user.to_string())

@@ -12,7 +12,7 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{Expr, Query, Select, Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{Expr, Query, Select, SetExpr, TableFactor, Visit, Visitor};
 
 use crate::error::{Error, Result};
 
@@ -33,6 +33,10 @@ pub struct StatementLimits {
     /// SELECT blocks in all (UNION branches, subqueries, CTEs): planning a UNION grows
     /// faster than its branches (8,000 took minutes).
     pub max_selects: usize,
+    /// Tables, table functions and derived tables named in FROM clauses, in all: each
+    /// join's schema holds every column so far, so a FROM list of 80,000 relations
+    /// plans in quadratic memory.
+    pub max_relations: usize,
 }
 
 impl Default for StatementLimits {
@@ -42,6 +46,7 @@ impl Default for StatementLimits {
             max_expression_depth: 4096,
             max_query_depth: 512,
             max_selects: 1000,
+            max_relations: 1000,
         }
     }
 }
@@ -66,6 +71,7 @@ impl StatementLimits {
             expressions: 0,
             queries: 0,
             selects: 0,
+            relations: 0,
         };
         match depth.statement(statement) {
             ControlFlow::Continue(()) => Ok(()),
@@ -75,6 +81,17 @@ impl StatementLimits {
 }
 
 impl Depth {
+    fn count_select(&mut self) -> ControlFlow<String> {
+        self.selects += 1;
+        if self.selects > self.limits.max_selects {
+            return ControlFlow::Break(format!(
+                "the statement has more than {} SELECTs (UNION branches, subqueries, CTEs)",
+                self.limits.max_selects
+            ));
+        }
+        ControlFlow::Continue(())
+    }
+
     /// DataFusion's statement wraps sqlparser's (EXPLAIN, COPY) and is not visitable.
     fn statement(&mut self, statement: &DFStatement) -> ControlFlow<String> {
         match statement {
@@ -96,6 +113,7 @@ struct Depth {
     expressions: usize,
     queries: usize,
     selects: usize,
+    relations: usize,
 }
 
 impl Visitor for Depth {
@@ -128,15 +146,34 @@ impl Visitor for Depth {
                 self.limits.max_query_depth
             ));
         }
+        // Branches of UNION / INTERSECT / EXCEPT that are not SELECTs (VALUES, TABLE t)
+        // count as SELECTs; SELECT branches are counted when visited. Iterative: a long
+        // UNION is a deep tree.
+        let mut branches = vec![query.body.as_ref()];
+        while let Some(body) = branches.pop() {
+            match body {
+                SetExpr::SetOperation { left, right, .. } => {
+                    branches.push(left);
+                    branches.push(right);
+                }
+                SetExpr::Values(_) | SetExpr::Table(_) => self.count_select()?,
+                _ => {}
+            }
+        }
         ControlFlow::Continue(())
     }
 
     fn pre_visit_select(&mut self, _select: &Select) -> ControlFlow<String> {
-        self.selects += 1;
-        if self.selects > self.limits.max_selects {
+        self.count_select()
+    }
+
+    fn pre_visit_table_factor(&mut self, _relation: &TableFactor) -> ControlFlow<String> {
+        self.relations += 1;
+        if self.relations > self.limits.max_relations {
             return ControlFlow::Break(format!(
-                "the statement has more than {} SELECTs (UNION branches, subqueries, CTEs)",
-                self.limits.max_selects
+                "the statement reads more than {} relations (tables, table functions, \
+                 subqueries in FROM)",
+                self.limits.max_relations
             ));
         }
         ControlFlow::Continue(())
@@ -161,6 +198,7 @@ mod tests {
             max_expression_depth: 50,
             max_query_depth: 10,
             max_selects: 20,
+            max_relations: 20,
         };
         limits.check_size(sql)?;
         let mut statements = DFParser::parse_sql(sql).expect("parses");
@@ -188,6 +226,13 @@ mod tests {
         let union = vec!["SELECT 1"; 21].join(" UNION ALL ");
         let wide = check(&union).unwrap_err().to_string();
         assert!(wide.contains("more than 20 SELECTs"), "{wide}");
+        let values = vec!["VALUES (1)"; 21].join(" UNION ALL ");
+        assert!(check(&values).unwrap_err().to_string().contains("SELECTs"));
+        let from = vec!["range(1)"; 21].join(", ");
+        let relations = check(&format!("SELECT 1 FROM {from}"))
+            .unwrap_err()
+            .to_string();
+        assert!(relations.contains("more than 20 relations"), "{relations}");
         let long = check(&format!("SELECT '{}'", "x".repeat(100_001)))
             .unwrap_err()
             .to_string();

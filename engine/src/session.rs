@@ -99,6 +99,7 @@ impl MeshSession {
             Ok(df) => {
                 record.ports = ports_read(df.logical_plan());
                 Ok(Planned {
+                    reads_tables: reads_tables(df.logical_plan()),
                     df,
                     record,
                     started,
@@ -137,10 +138,21 @@ impl MeshSession {
         if let Some(reason) = self.governance.audit().problem() {
             return Err(Error::Audit(reason.to_string()));
         }
+        // Before anything parses it, `CALL` included (which is parsed without the depth
+        // check: `CALL mesh.refresh('source')` is short).
+        self.limits.check_size(sql)?;
+        let is_call = sql
+            .trim_start()
+            .get(..4)
+            .is_some_and(|h| h.eq_ignore_ascii_case("call"));
+        if is_call && sql.len() > 4096 {
+            return Err(Error::TooComplex(
+                "a CALL statement is at most 4096 bytes".to_string(),
+            ));
+        }
         if let Some(call) = refresh_call(sql) {
             return self.refresh(call.map_err(Error::Setup)?).await;
         }
-        self.limits.check_size(sql)?;
         let sql = normalize_identity_calls(sql);
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
@@ -206,9 +218,26 @@ fn ports_read(plan: &LogicalPlan) -> Vec<String> {
     ports.into_iter().collect()
 }
 
+/// Whether a plan scans any table, in subqueries too.
+fn reads_tables(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        found = matches!(node, LogicalPlan::TableScan(_));
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
+
 /// A planned statement, to execute once.
 pub struct Planned {
     df: DataFrame,
+    /// Whether it scans anything (ports, mesh.meta, table functions such as range()):
+    /// only statements that scan nothing skip the server's queue.
+    reads_tables: bool,
     record: AuditRecord,
     started: Instant,
     deadline: Option<tokio::time::Instant>,
@@ -277,15 +306,14 @@ impl Planned {
     async fn run(self, plain_strings: bool) -> Result<SendableRecordBatchStream> {
         let Planned {
             df,
+            reads_tables,
             mut record,
             started,
             deadline,
             admission,
             audit,
         } = self;
-        let admitted = admission
-            .admit(&record.user, !record.ports.is_empty(), deadline)
-            .await;
+        let admitted = admission.admit(&record.user, reads_tables, deadline).await;
         let stream = async {
             let admitted = admitted?;
             let task = Arc::new(df.task_ctx());
@@ -306,7 +334,7 @@ impl Planned {
             }
         };
         let (inner, admitted) = match stream.await {
-            Ok(inner) => inner,
+            Ok((inner, admitted)) => (inner, Arc::new(Mutex::new(Some(admitted)))),
             Err(e) => {
                 record.error = Some(e.to_string());
                 record.duration_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -329,6 +357,7 @@ impl Planned {
             writing: None,
             then: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            watchdog: deadline.map(|d| watchdog(d, Arc::downgrade(&admitted))),
             admission,
             _admitted: admitted,
         }))
@@ -354,8 +383,29 @@ struct AuditedStream {
     /// The statement timeout, while the statement streams.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     admission: Arc<Admission>,
+    /// Gives the slots back at the deadline even if the client stopped reading (then
+    /// nothing polls this stream, and its own deadline never fires).
+    watchdog: Option<tokio::task::JoinHandle<()>>,
     /// The statement's slots, given back when the stream ends or is dropped.
-    _admitted: Admitted,
+    _admitted: Arc<Mutex<Option<Admitted>>>,
+}
+
+/// At `deadline`, drop the statement's slots if it still holds them.
+fn watchdog(
+    deadline: tokio::time::Instant,
+    admitted: std::sync::Weak<Mutex<Option<Admitted>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(deadline).await;
+        if let Some(admitted) = admitted.upgrade()
+            && let Ok(mut slot) = admitted.lock()
+            && slot.take().is_some()
+        {
+            tracing::warn!(
+                "a statement passed its timeout with a client not reading: its slots are given back"
+            );
+        }
+    })
 }
 
 impl AuditedStream {
@@ -442,6 +492,9 @@ impl RecordBatchStream for AuditedStream {
 impl Drop for AuditedStream {
     /// A stream dropped before its end (client gone, Ctrl-C) is recorded as cancelled.
     fn drop(&mut self) {
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.abort();
+        }
         if let Some(mut record) = self.record.take() {
             record.rows = Some(self.rows);
             record.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;

@@ -92,7 +92,7 @@ pub struct MeshArgs {
     #[arg(long, env = "MESHQL_STATEMENT_TIMEOUT_S", default_value_t = 900)]
     statement_timeout_s: u64,
     /// Statements reading output ports that run at once; more wait in line
-    /// [default: twice the cores, at least 4].
+    /// [default: twice the cores, at least 8].
     #[arg(long, env = "MESHQL_MAX_RUNNING_STATEMENTS")]
     max_running_statements: Option<usize>,
     /// Statements one user runs at once; more of theirs wait in line.
