@@ -6,16 +6,20 @@
 //! registered in place of DataFusion's under the same names; each estimates, from its
 //! arguments, the most bytes a call (one batch) can produce and refuses calls over
 //! [`MAX_CALL_BYTES`] with an error naming the bound, before anything is allocated.
-//! Constant calls are folded at planning through the same check. Functions whose result
-//! grows only with their inputs (`concat`, `upper`, `||`) are bounded by the statement
-//! size and the data, and are not wrapped.
+//! Constant calls are folded at planning through the same check. `concat`, `concat_ws`,
+//! `array_concat` and `regexp_replace` are wrapped too: each grows with its inputs, and
+//! a chain of calls over a value near the bound multiplies it. `||` chains are not
+//! bounded yet (each step copies its inputs, so a chain over a value near the bound can
+//! still build gigabytes); a bound on the values operators produce would close that.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::length::length;
-use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
+use datafusion::arrow::datatypes::{
+    DataType, FieldRef, Int64Type, IntervalMonthDayNanoType, IntervalUnit, TimeUnit,
+};
 use datafusion::common::{Result, exec_err};
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::udf_eq::UdfEq;
@@ -40,11 +44,21 @@ enum Growth {
     ArrayResize,
     /// `replace(s, from, to)`: every `from` in `s` becomes `to`.
     Replace,
-    /// `range(start, stop [, step])` and `generate_series` on integers: the values between.
+    /// `range(start, stop [, step])` and `generate_series`: the values between (integers,
+    /// or dates and timestamps by an interval).
     Range,
+    /// `concat(a, b, ...)`, `concat_ws(sep, a, ...)`, `array_concat`: the inputs together
+    /// (a chain of calls over a large value multiplies it).
+    Inputs,
+    /// `regexp_replace(s, pattern, to [, flags])`: at worst `to` between every character.
+    RegexpReplace,
 }
 
-const WRAPPED: [(&str, Growth); 7] = [
+const WRAPPED: [(&str, Growth); 11] = [
+    ("concat", Growth::Inputs),
+    ("concat_ws", Growth::Inputs),
+    ("array_concat", Growth::Inputs),
+    ("regexp_replace", Growth::RegexpReplace),
     ("repeat", Growth::Repeat),
     ("lpad", Growth::Pad),
     ("rpad", Growth::Pad),
@@ -167,8 +181,33 @@ fn estimate(growth: Growth, args: &[ColumnarValue], rows: usize) -> Result<u128>
                 .map(|(s, (from, to))| s + (s / (*from).max(1) + 1) * to)
                 .sum()
         }
+        Growth::Inputs => {
+            let mut total = 0u128;
+            for i in 0..args.len() {
+                if let Some(a) = arg(i)? {
+                    total += match byte_lengths(&a) {
+                        Ok(lengths) if is_stringy(a.data_type()) => lengths.iter().sum(),
+                        _ => a.get_array_memory_size() as u128,
+                    };
+                }
+            }
+            // concat_ws repeats its separator between the values.
+            total * 2
+        }
+        Growth::RegexpReplace => {
+            let (Some(s), Some(to)) = (arg(0)?, arg(2)?) else {
+                return Ok(0);
+            };
+            zip_sum(&byte_lengths(&s)?, &byte_lengths(&to)?, |s, to| {
+                s + (s + 1) * to
+            })
+        }
+        Growth::Range
+            if args.len() == 3 && matches!(args[2].data_type(), DataType::Interval(_)) =>
+        {
+            temporal_range(&arg(0)?, &arg(1)?, &arg(2)?)?
+        }
         Growth::Range => {
-            // Only integer ranges here: dates and timestamps step by intervals.
             let integers = args
                 .iter()
                 .all(|a| a.data_type().is_integer() || a.data_type() == DataType::Null);
@@ -208,22 +247,63 @@ fn estimate(growth: Growth, args: &[ColumnarValue], rows: usize) -> Result<u128>
     })
 }
 
-fn zip_sum(a: &[u128], b: &[u128], f: impl Fn(u128, u128) -> u128) -> u128 {
-    a.iter().zip(b).map(|(a, b)| f(*a, *b)).sum()
+/// Bytes of a range of dates or timestamps stepping by an interval: months count as 28
+/// days (the most steps they can make).
+fn temporal_range(
+    start: &Option<ArrayRef>,
+    stop: &Option<ArrayRef>,
+    step: &Option<ArrayRef>,
+) -> Result<u128> {
+    let (Some(start), Some(stop), Some(step)) = (start, stop, step) else {
+        return Ok(0);
+    };
+    let nanos = |a: &ArrayRef| -> Result<Vec<Option<i64>>> {
+        let t = cast(a, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+        Ok(cast(&t, &DataType::Int64)?
+            .as_primitive::<Int64Type>()
+            .iter()
+            .collect())
+    };
+    let (start, stop) = (nanos(start)?, nanos(stop)?);
+    let step = cast(step, &DataType::Interval(IntervalUnit::MonthDayNano))?;
+    const DAY: i128 = 86_400_000_000_000;
+    Ok(start
+        .iter()
+        .zip(&stop)
+        .zip(step.as_primitive::<IntervalMonthDayNanoType>().iter())
+        .map(|((a, b), step)| match (a, b, step) {
+            (Some(a), Some(b), Some(step)) => {
+                let step_ns = (step.months as i128 * 28 * DAY
+                    + step.days as i128 * DAY
+                    + step.nanoseconds as i128)
+                    .unsigned_abs();
+                let span = (*b as i128 - *a as i128).unsigned_abs();
+                (span / step_ns.max(1) + 1) * 8
+            }
+            _ => 0,
+        })
+        .sum())
 }
 
-/// Byte length of each string or binary value (0 for nulls and other types).
-fn byte_lengths(array: &ArrayRef) -> Result<Vec<u128>> {
-    let stringy = matches!(
-        array.data_type(),
+fn is_stringy(t: &DataType) -> bool {
+    matches!(
+        t,
         DataType::Utf8
             | DataType::LargeUtf8
             | DataType::Utf8View
             | DataType::Binary
             | DataType::LargeBinary
             | DataType::BinaryView
-    );
-    if !stringy {
+    )
+}
+
+fn zip_sum(a: &[u128], b: &[u128], f: impl Fn(u128, u128) -> u128) -> u128 {
+    a.iter().zip(b).map(|(a, b)| f(*a, *b)).sum()
+}
+
+/// Byte length of each string or binary value (0 for nulls and other types).
+fn byte_lengths(array: &ArrayRef) -> Result<Vec<u128>> {
+    if !is_stringy(array.data_type()) {
         return Ok(vec![0; array.len()]);
     }
     let lengths = cast(&length(array)?, &DataType::Int64)?;
@@ -271,6 +351,9 @@ mod tests {
             "SELECT replace(repeat('a', 1000000), 'a', repeat('b', 1000))",
             "SELECT range(0, 10000000000)",
             "SELECT generate_series(1, 10000000000)",
+            "SELECT range(TIMESTAMP '1970-01-01', TIMESTAMP '2100-01-01', INTERVAL '1 second')",
+            "SELECT concat(v, v) FROM (VALUES (repeat('x', 40000000))) t(v)",
+            "SELECT regexp_replace(repeat('a', 1000000), '', repeat('b', 100), 'g')",
             "SELECT length(repeat(v, 100000)) FROM (VALUES (repeat('x', 1000))) t(v)",
         ] {
             let e = run(&ctx, sql).await.expect_err(sql).to_string();
@@ -287,6 +370,9 @@ mod tests {
             "SELECT range(1, 10)",
             "SELECT * FROM range(1, 10)",
             "SELECT array_repeat('a', 3)",
+            "SELECT concat('a', 'b', NULL, 'c')",
+            "SELECT range(DATE '2024-01-01', DATE '2024-12-31', INTERVAL '1 day')",
+            "SELECT regexp_replace('abc', 'b', 'x')",
         ] {
             assert!(run(&ctx, sql).await.is_ok_and(|rows| rows > 0), "{sql}");
         }
