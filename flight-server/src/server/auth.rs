@@ -234,11 +234,8 @@ impl Authenticator {
         };
         let from = peer.map_or_else(|| "an unknown address".to_string(), |p| p.to_string());
         if let Err(seconds) = self.throttle.check(user, peer) {
+            // Logged, not audited: the failures that led here were.
             tracing::warn!(user, %from, "sign-in refused: too many failed sign-ins");
-            self.audit_sign_in(
-                user,
-                &format!("too many failed sign-ins; refused from {from}"),
-            );
             return Err(Status::resource_exhausted(format!(
                 "too many failed sign-ins for this user or from this address: try again in {seconds} s"
             )));
@@ -254,8 +251,9 @@ impl Authenticator {
             }
             _ => {
                 tracing::warn!(user, %from, "sign-in failed: wrong user name or password");
-                self.throttle.failed(user, peer);
-                self.audit_sign_in(user, &format!("wrong user name or password, from {from}"));
+                if self.throttle.failed(user, peer) {
+                    self.audit_sign_in(user, &format!("wrong user name or password, from {from}"));
+                }
                 Err(Status::unauthenticated("wrong user name or password"))
             }
         }
@@ -267,7 +265,9 @@ impl Authenticator {
         let Some(governance) = &self.audit else {
             return;
         };
-        let mut record = AuditRecord::new(user, "(sign-in)");
+        // The name is the caller's to choose: cut it.
+        let name: String = user.chars().take(64).collect();
+        let mut record = AuditRecord::new(&name, "(sign-in)");
         record.decision = "denied".into();
         record.reason = Some(reason.to_string());
         let governance = Arc::clone(governance);

@@ -49,12 +49,15 @@ impl SignInThrottle {
         }
     }
 
-    pub fn failed(&self, user: &str, address: Option<IpAddr>) {
+    /// Count a failure. True while neither the name nor the address is over its bound
+    /// (failures past it are not worth an audit record each).
+    pub fn failed(&self, user: &str, address: Option<IpAddr>) -> bool {
         let now = Instant::now();
-        record(&self.users, user.to_string(), now);
+        let mut within = record(&self.users, user.to_string(), now) <= self.max_failures;
         if let Some(a) = address {
-            record(&self.addresses, a, now);
+            within &= record(&self.addresses, a, now) <= 3 * self.max_failures;
         }
+        within
     }
 
     /// A right password clears the user's failures (not the address's).
@@ -89,12 +92,13 @@ where
         .map_or(0, |t| (WINDOW - now.duration_since(*t)).as_secs().max(1))
 }
 
+/// Add a failure of `key`; how many it has in the window now.
 fn record<K: std::hash::Hash + Eq + Clone>(
     map: &Mutex<HashMap<K, VecDeque<Instant>>>,
     key: K,
     now: Instant,
-) {
-    let Ok(mut map) = map.lock() else { return };
+) -> usize {
+    let Ok(mut map) = map.lock() else { return 0 };
     if map.len() >= MAX_TRACKED && !map.contains_key(&key) {
         map.retain(|_, f| f.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
         if map.len() >= MAX_TRACKED {
@@ -110,10 +114,17 @@ fn record<K: std::hash::Hash + Eq + Clone>(
     }
     let failures = map.entry(key).or_default();
     failures.push_back(now);
+    while failures
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+    {
+        failures.pop_front();
+    }
     // Only the last `max` matter; keep the queue short.
     while failures.len() > 64 {
         failures.pop_front();
     }
+    failures.len()
 }
 
 #[cfg(test)]
