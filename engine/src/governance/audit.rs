@@ -147,14 +147,7 @@ impl AuditLog {
     /// Append `record` and sync it to disk. `Err` means the statement must fail.
     pub async fn write(&self, record: AuditRecord) -> Result<(), String> {
         match &self.file {
-            None => {
-                let mut memory = self.memory.lock().map_err(|_| "audit log poisoned")?;
-                if memory.len() == MEMORY_RECORDS {
-                    memory.pop_front();
-                }
-                memory.push_back(record);
-                Ok(())
-            }
+            None => self.remember(record),
             Some((_, Err(e))) => Err(e.clone()),
             Some((path, Ok(file))) => {
                 let file = Arc::clone(file);
@@ -170,17 +163,20 @@ impl AuditLog {
     /// dropped mid-way, a runtime shutting down): the record is on disk when it returns.
     pub fn write_now(&self, record: AuditRecord) -> Result<(), String> {
         match &self.file {
-            None => {
-                let mut memory = self.memory.lock().map_err(|_| "audit log poisoned")?;
-                if memory.len() == MEMORY_RECORDS {
-                    memory.pop_front();
-                }
-                memory.push_back(record);
-                Ok(())
-            }
+            None => self.remember(record),
             Some((_, Err(e))) => Err(e.clone()),
             Some((path, Ok(file))) => append(file, path, &record),
         }
+    }
+
+    /// Keep `record` in memory (no file configured), the oldest dropped past the bound.
+    fn remember(&self, record: AuditRecord) -> Result<(), String> {
+        let mut memory = self.memory.lock().map_err(|_| "audit log poisoned")?;
+        if memory.len() == MEMORY_RECORDS {
+            memory.pop_front();
+        }
+        memory.push_back(record);
+        Ok(())
     }
 
     /// Every statement's latest record, oldest statement first. Lines that do not parse

@@ -61,7 +61,11 @@ const CLOCK_SKEW_S: u64 = 60;
 
 /// A token for `user` valid until `expiry` (seconds since the epoch).
 pub fn sign(secret: &[u8], purpose: Purpose, user: &str, expiry: u64) -> String {
-    let payload = format!("{}\n{user}\n{expiry}", purpose.tag());
+    seal(secret, &format!("{}\n{user}\n{expiry}", purpose.tag()))
+}
+
+/// `payload` and its HMAC, both base64url.
+fn seal(secret: &[u8], payload: &str) -> String {
     let mut m = mac(secret);
     m.update(payload.as_bytes());
     format!(
@@ -69,6 +73,29 @@ pub fn sign(secret: &[u8], purpose: Purpose, user: &str, expiry: u64) -> String 
         URL_SAFE_NO_PAD.encode(payload),
         URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
     )
+}
+
+/// The payload of a sealed token, if its HMAC is right.
+fn open(secret: &[u8], token: &str) -> Result<String, &'static str> {
+    let (payload, tag) = token.split_once('.').ok_or("malformed")?;
+    let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| "malformed")?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| "malformed")?;
+    let mut m = mac(secret);
+    m.update(&payload);
+    m.verify_slice(&tag).map_err(|_| "bad signature")?;
+    String::from_utf8(payload).map_err(|_| "malformed")
+}
+
+/// `expiry` is in the future, and no further than `max_ttl` (give or take clock skew).
+fn check_expiry(expiry: u64, max_ttl: Duration) -> Result<(), &'static str> {
+    let now = now_secs();
+    if expiry < now {
+        return Err("expired");
+    }
+    if expiry > now + max_ttl.as_secs() + CLOCK_SKEW_S {
+        return Err("valid for too long");
+    }
+    Ok(())
 }
 
 /// The user a token was signed for, if its signature is right, it is for `purpose`, it
@@ -79,13 +106,7 @@ pub fn verify(
     token: &str,
     max_ttl: Duration,
 ) -> Result<String, &'static str> {
-    let (payload, tag) = token.split_once('.').ok_or("malformed")?;
-    let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| "malformed")?;
-    let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| "malformed")?;
-    let mut m = mac(secret);
-    m.update(&payload);
-    m.verify_slice(&tag).map_err(|_| "bad signature")?;
-    let payload = String::from_utf8(payload).map_err(|_| "malformed")?;
+    let payload = open(secret, token)?;
     let mut parts = payload.splitn(3, '\n');
     let (Some(tag), Some(user), Some(expiry)) = (parts.next(), parts.next(), parts.next()) else {
         return Err("malformed");
@@ -93,14 +114,7 @@ pub fn verify(
     if tag != purpose.tag() {
         return Err("not meant for this use");
     }
-    let expiry: u64 = expiry.parse().map_err(|_| "malformed")?;
-    let now = now_secs();
-    if expiry < now {
-        return Err("expired");
-    }
-    if expiry > now + max_ttl.as_secs() + CLOCK_SKEW_S {
-        return Err("valid for too long");
-    }
+    check_expiry(expiry.parse().map_err(|_| "malformed")?, max_ttl)?;
     Ok(user.to_string())
 }
 
@@ -119,16 +133,12 @@ const SESSION_TAG: &str = "meshql-bearer/2";
 /// A bearer token for `session`.
 pub fn sign_session(secret: &[u8], session: &Session) -> String {
     // The user last: a name may hold any character.
-    let payload = format!(
-        "{SESSION_TAG}\n{}\n{}\n{}",
-        session.expiry, session.signed_in, session.user
-    );
-    let mut m = mac(secret);
-    m.update(payload.as_bytes());
-    format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(payload),
-        URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+    seal(
+        secret,
+        &format!(
+            "{SESSION_TAG}\n{}\n{}\n{}",
+            session.expiry, session.signed_in, session.user
+        ),
     )
 }
 
@@ -140,13 +150,7 @@ pub fn verify_session(
     max_ttl: Duration,
     session_max: Duration,
 ) -> Result<Session, &'static str> {
-    let (payload, tag) = token.split_once('.').ok_or("malformed")?;
-    let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| "malformed")?;
-    let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| "malformed")?;
-    let mut m = mac(secret);
-    m.update(&payload);
-    m.verify_slice(&tag).map_err(|_| "bad signature")?;
-    let payload = String::from_utf8(payload).map_err(|_| "malformed")?;
+    let payload = open(secret, token)?;
     let mut parts = payload.splitn(4, '\n');
     let (Some(tag), Some(expiry), Some(signed_in), Some(user)) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -158,13 +162,8 @@ pub fn verify_session(
     }
     let expiry: u64 = expiry.parse().map_err(|_| "malformed")?;
     let signed_in: u64 = signed_in.parse().map_err(|_| "malformed")?;
+    check_expiry(expiry, max_ttl)?;
     let now = now_secs();
-    if expiry < now {
-        return Err("expired");
-    }
-    if expiry > now + max_ttl.as_secs() + CLOCK_SKEW_S {
-        return Err("valid for too long");
-    }
     if now.saturating_sub(signed_in) > session_max.as_secs() || signed_in > now + CLOCK_SKEW_S {
         return Err("past the session's maximum lifetime");
     }

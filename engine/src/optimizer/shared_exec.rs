@@ -641,6 +641,26 @@ mod tests {
             .collect()
     }
 
+    /// Opens both partitions of `plan`, reads the first batch of each and then all of
+    /// partition 0; returns partition 1 open, and the values read.
+    async fn partition_1_left_open(
+        plan: &SharedSubplanExec,
+        context: &Arc<TaskContext>,
+    ) -> (SendableRecordBatchStream, Vec<i64>) {
+        let mut p0 = plan.execute(0, Arc::clone(context)).unwrap();
+        let mut p1 = plan.execute(1, Arc::clone(context)).unwrap();
+        let (first0, first1) = timeout(PATIENCE, async { futures::join!(p0.next(), p1.next()) })
+            .await
+            .expect("the partitions did not start");
+        let rest0 = timeout(PATIENCE, collect(p0))
+            .await
+            .expect("partition 0 did not end")
+            .unwrap();
+        let mut read = values(&[first0.unwrap().unwrap(), first1.unwrap().unwrap()]);
+        read.extend(values(&rest0));
+        (p1, read)
+    }
+
     /// A reads partition 0 to the end while its partition 1 is still open; then B reads
     /// both. Per-partition sharing replayed B's partition 0 and ran B's own subplan for
     /// partition 1 alone, which waited forever for partition 0.
@@ -650,18 +670,8 @@ mod tests {
         let (leaf_a, leaf_b) = (Meeting::new(2), Meeting::new(2));
         let (a, b) = (instance(&leaf_a, &results), instance(&leaf_b, &results));
         let context = Arc::new(TaskContext::default());
-        let mut a0 = a.execute(0, Arc::clone(&context)).unwrap();
-        let mut a1 = a.execute(1, Arc::clone(&context)).unwrap();
-        let (first0, first1) = timeout(PATIENCE, async { futures::join!(a0.next(), a1.next()) })
-            .await
-            .expect("A's partitions did not start");
-        assert_eq!(values(&[first0.unwrap().unwrap()]), [1]);
-        assert_eq!(values(&[first1.unwrap().unwrap()]), [11]);
-        let rest0 = timeout(PATIENCE, collect(a0))
-            .await
-            .expect("A's partition 0 did not end")
-            .unwrap();
-        assert_eq!(values(&rest0), [2]);
+        let (a1, read) = partition_1_left_open(&a, &context).await;
+        assert_eq!(read, [1, 11, 2]);
         // A's partition 1 is open, half read.
         assert_eq!(read_all(&b, &context).await, [vec![1, 2], vec![11, 12]]);
         assert_eq!(leaf_b.executed(), 0, "B's own subplan ran");
@@ -680,15 +690,7 @@ mod tests {
         let (leaf_a, leaf_b) = (Meeting::new(2), Meeting::new(2));
         let (a, b) = (instance(&leaf_a, &results), instance(&leaf_b, &results));
         let context = Arc::new(TaskContext::default());
-        let mut a0 = a.execute(0, Arc::clone(&context)).unwrap();
-        let mut a1 = a.execute(1, Arc::clone(&context)).unwrap();
-        timeout(PATIENCE, async { futures::join!(a0.next(), a1.next()) })
-            .await
-            .expect("A's partitions did not start");
-        timeout(PATIENCE, collect(a0))
-            .await
-            .expect("A's partition 0 did not end")
-            .unwrap();
+        let (a1, _) = partition_1_left_open(&a, &context).await;
         drop(a1);
         assert_eq!(read_all(&b, &context).await, [vec![1, 2], vec![11, 12]]);
     }
