@@ -80,6 +80,18 @@ impl MeshSession {
         &self.ctx
     }
 
+    /// Record a metadata call that lists names (`what`, e.g. the Flight SQL command) and
+    /// how many rows it returned. `Err` means it must not be answered.
+    pub async fn audit_listing(&self, what: &str, rows: u64) -> Result<()> {
+        let mut record = AuditRecord::new(&self.identity.user, what);
+        record.rows = Some(rows);
+        self.governance
+            .audit()
+            .write(record)
+            .await
+            .map_err(Error::Audit)
+    }
+
     /// Plan one read-only statement. A statement that fails to plan is audited here;
     /// one that plans is audited when [`Planned::execute`] finishes.
     pub async fn plan(&self, sql: &str) -> Result<Planned> {
@@ -287,6 +299,18 @@ impl Planned {
                 Err(e)
             }
         }
+    }
+
+    /// Record that the statement was planned and its result's schema handed out, but
+    /// not run (a prepared statement): the schema names columns of what it reads.
+    pub async fn audit_without_running(mut self, what: &str) -> Result<()> {
+        self.record.reason = Some(what.to_string());
+        self.record.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        self.audit
+            .audit()
+            .write(self.record)
+            .await
+            .map_err(Error::Audit)
     }
 
     /// Run it. The stream records the statement in the audit log when it ends, and

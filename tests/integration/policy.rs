@@ -325,8 +325,32 @@ async fn tickets_and_metadata_follow_the_caller_over_flight_sql() {
     );
     assert_eq!(listed[1], Vec::<String>::new());
 
-    // Flight statements are audited too.
+    // A prepared statement that never runs has handed out its schema: audited.
+    let prepared = "SELECT c_name FROM customer.profile.customer";
+    ana.prepare(prepared.to_string(), None)
+        .await
+        .expect("ana prepares");
+
+    // Flight statements are audited too, and so are listings of names.
     let lines = audit_lines(&mesh);
+    assert!(
+        lines.iter().any(|l| l["user"] == "ana"
+            && l["statement"] == prepared
+            && l["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("prepared"))),
+        "{lines:#?}"
+    );
+    for who in ["ana", "nobody"] {
+        assert!(
+            lines.iter().any(|l| l["user"] == who
+                && l["statement"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("(GetTables"))
+                && l["rows"].as_u64().is_some()),
+            "{who}: {lines:#?}"
+        );
+    }
     assert!(
         lines
             .iter()

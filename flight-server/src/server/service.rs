@@ -160,6 +160,20 @@ fn batch_stream(
     Ok(Response::new(Box::pin(stream)))
 }
 
+/// A listing of names, recorded in the audit log before it is sent.
+async fn audited(
+    session: &meshql_engine::MeshSession,
+    what: &str,
+    batch: Result<RecordBatch, arrow_flight::error::FlightError>,
+) -> Result<Response<DoGetStream>, Status> {
+    let rows = batch.as_ref().map_or(0, |b| b.num_rows() as u64);
+    session
+        .audit_listing(what, rows)
+        .await
+        .map_err(super::status::status)?;
+    batch_stream(batch)
+}
+
 fn read_only() -> Status {
     Status::invalid_argument(
         "meshql is read-only: output ports are changed by their owning domains, not through queries",
@@ -237,11 +251,17 @@ impl FlightSqlService for MeshFlightSqlService {
             Ok(message.0.to_vec())
         };
         let dataset = client_schema(df.schema().as_arrow());
-        Ok(ActionCreatePreparedStatementResult {
+        let result = ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.encode().into(),
             dataset_schema: encode(&dataset)?.into(),
             parameter_schema: encode(&parameter_schema(df)?)?.into(),
-        })
+        };
+        // The schema names what the statement reads, whether or not it ever runs.
+        planned
+            .audit_without_running("prepared: planned and its schema sent, not run")
+            .await
+            .map_err(super::status::status)?;
+        Ok(result)
     }
 
     async fn do_action_close_prepared_statement(
@@ -335,9 +355,9 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.identity(&request)?;
         let session = self.engine.session(&self.identity(&request)?);
-        batch_stream(catalog::catalogs(&session, query))
+        let what = format!("(GetCatalogs {query:?})");
+        audited(&session, &what, catalog::catalogs(&session, query)).await
     }
 
     async fn get_flight_info_schemas(
@@ -354,9 +374,9 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.identity(&request)?;
         let session = self.engine.session(&self.identity(&request)?);
-        batch_stream(catalog::schemas(&session, query))
+        let what = format!("(GetDbSchemas {query:?})");
+        audited(&session, &what, catalog::schemas(&session, query)).await
     }
 
     async fn get_flight_info_tables(
@@ -373,9 +393,10 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.identity(&request)?;
         let session = self.engine.session(&self.identity(&request)?);
-        batch_stream(catalog::tables(&self.engine, &session, query).await)
+        let what = format!("(GetTables {query:?})");
+        let tables = catalog::tables(&self.engine, &session, query).await;
+        audited(&session, &what, tables).await
     }
 
     async fn get_flight_info_table_types(
