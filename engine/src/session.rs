@@ -290,12 +290,7 @@ impl Planned {
             Err(e) => {
                 let e = Error::from(e);
                 self.record.error = Some(e.to_string());
-                self.record.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
-                self.audit
-                    .audit()
-                    .write(self.record)
-                    .await
-                    .map_err(Error::Audit)?;
+                self.write_record().await?;
                 Err(e)
             }
         }
@@ -305,6 +300,12 @@ impl Planned {
     /// not run (a prepared statement): the schema names columns of what it reads.
     pub async fn audit_without_running(mut self, what: &str) -> Result<()> {
         self.record.reason = Some(what.to_string());
+        self.write_record().await
+    }
+
+    /// Its one record, with the time since planning began, for a statement that ends
+    /// without running.
+    async fn write_record(mut self) -> Result<()> {
         self.record.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
         self.audit
             .audit()
