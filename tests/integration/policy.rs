@@ -469,6 +469,11 @@ async fn check_reports_bad_policies_with_file_and_line() {
             "  rules:\n    - principals: [\"*\"]\n      allow: [\"a.b.c.d\"]\n",
             "is not a port pattern",
         ),
+        ("  audit_log_keep: 0\n", "keeping 0 rotated files"),
+        (
+            "  audit_log_rotate_mb: 99999999\n",
+            "more than the largest rotation size",
+        ),
     ] {
         let (_dir, mesh) = governed_mesh(&format!(
             "access:\n  users:\n    u: {{ password: x }}\n{bad}"

@@ -26,6 +26,10 @@ pub struct AccessConfig {
     pub tag_policies: Vec<TagPolicyConfig>,
     /// Append-only JSON lines file, relative to the main mesh file.
     pub audit_log: Option<String>,
+    /// Start a new audit file once the current one passes this many MiB (0: never).
+    pub audit_log_rotate_mb: Option<u64>,
+    /// Rotated audit files kept (the oldest are deleted); unset keeps them all.
+    pub audit_log_keep: Option<usize>,
 }
 
 /// `access.rules[i]`.

@@ -99,13 +99,13 @@ impl GovernanceMetaTable {
     }
 
     fn query_log(&self) -> DFResult<Vec<ArrayRef>> {
-        let records = self
+        let sees_all = self.sees_all();
+        let me = &self.view.identity.user;
+        let mut records = self
             .governance
             .audit()
-            .records()
+            .recent(&|r| sees_all || r.user == *me)
             .map_err(DataFusionError::Execution)?;
-        let mine = |user: &str| self.sees_all() || user == self.view.identity.user;
-        let mut records: Vec<_> = records.into_iter().filter(|r| mine(&r.user)).collect();
         if !self.sees_all() {
             // A statement that named a hidden port reads like one that named a port that
             // does not exist: no decision, reason or port names.

@@ -70,7 +70,7 @@ impl Governance {
         registry: Arc<MeshRegistry>,
         base: SessionState,
     ) -> Self {
-        let audit = AuditLog::open(policies.as_ref().and_then(|p| p.audit_log.as_deref()));
+        let audit = AuditLog::open(policies.as_ref().and_then(|p| p.audit_log.clone()));
         Governance {
             policies,
             registry,

@@ -4,8 +4,8 @@
 //! later by [`super::validate`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
+use super::audit::AuditFile;
 use super::expr::PolicyExpr;
 use super::identity::{Identity, Principal};
 use super::pattern::PortPattern;
@@ -15,6 +15,11 @@ use crate::problem::Problem;
 
 /// The audit log of a governed mesh without `audit_log`, beside the main mesh file.
 pub const DEFAULT_AUDIT_LOG: &str = "audit.jsonl";
+
+/// `audit_log_rotate_mb` unless set.
+pub const DEFAULT_ROTATE_MB: u64 = 64;
+/// Rotating past a few GiB would defeat the point (bounded files to ship and read).
+const MAX_ROTATE_MB: u64 = 16 << 10;
 
 #[derive(Debug)]
 pub struct Rule {
@@ -46,7 +51,7 @@ pub struct Policies {
     pub admins: Vec<Principal>,
     pub rules: Vec<Rule>,
     pub tag_policies: Vec<TagPolicy>,
-    pub audit_log: Option<PathBuf>,
+    pub audit_log: Option<AuditFile>,
     /// The `access` key, for problems about the section as a whole.
     pub origin: Origin,
     /// Declared users and their groups (for `mesh.meta.grants` and typo checks).
@@ -179,9 +184,33 @@ impl Policies {
         }
         // Once there are rules, statements are audited to a file: next to the main mesh
         // file unless `audit_log` says where.
-        let audit_log = Some(match &access.audit_log {
+        let path = match &access.audit_log {
             Some(p) => origin.file.dir.join(p.trim()),
             None => origin.file.dir.join(DEFAULT_AUDIT_LOG),
+        };
+        let rotate_mb = access.audit_log_rotate_mb.unwrap_or(DEFAULT_ROTATE_MB);
+        if rotate_mb > MAX_ROTATE_MB {
+            problems.push(
+                at(&["audit_log_rotate_mb"])
+                    .problem(format!(
+                        "{rotate_mb} MiB is more than the largest rotation size"
+                    ))
+                    .with_help(format!(
+                        "use at most {MAX_ROTATE_MB} (or 0 to never rotate)"
+                    )),
+            );
+        }
+        if access.audit_log_keep == Some(0) {
+            problems.push(
+                at(&["audit_log_keep"])
+                    .problem("keeping 0 rotated files would delete each one as it is made")
+                    .with_help("keep at least 1, or leave the key out to keep every file"),
+            );
+        }
+        let audit_log = Some(AuditFile {
+            path,
+            rotate_bytes: rotate_mb << 20,
+            keep: access.audit_log_keep,
         });
         if !problems.is_empty() {
             return Err(problems);

@@ -2,21 +2,24 @@
 //! two records with one `query_id`: `started`, on disk before its first row leaves the
 //! server, and `finished` (rows, duration, error) before its end is reported. A crash, a
 //! kill or a shutdown mid-stream so still leaves the `started` record of what was being
-//! read. A statement that fails to plan leaves one `finished` record. Without a
-//! configured file the records of this process are kept in memory (bounded), so
-//! `mesh.meta.query_log` works in a REPL too.
+//! read. A statement that fails to plan leaves one `finished` record. The file rotates by
+//! size ([`file`]); `mesh.meta.query_log` reads recent records from memory, following
+//! the file ([`recent`]). Without a configured file the records of this process are kept
+//! in memory only (bounded), so `mesh.meta.query_log` works in a REPL too.
 
-use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+mod file;
+mod recent;
+
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// Records kept in memory when no file is configured.
-const MEMORY_RECORDS: usize = 10_000;
+use file::Appender;
+pub use file::AuditFile;
+pub use recent::{RECENT_BYTES, RECENT_RECORDS};
+use recent::{Recent, Tail};
 
 /// The longest statement text a record keeps; longer ones are cut there (at a character
 /// boundary) and marked, and `statement_sha256` identifies the whole text.
@@ -85,50 +88,29 @@ impl AuditRecord {
     }
 }
 
-/// The open file, or why it could not be opened.
-type Opened = Result<Arc<Mutex<File>>, String>;
-
 #[derive(Debug)]
 pub struct AuditLog {
-    file: Option<(PathBuf, Opened)>,
-    memory: Mutex<VecDeque<AuditRecord>>,
+    /// The configured file, and the open file or why it could not be opened.
+    file: Option<(AuditFile, Result<Arc<Appender>, String>)>,
+    recent: Mutex<Recent>,
+    tail: Mutex<Tail>,
 }
 
 impl AuditLog {
-    /// Open (create) `path` for appending. A file that cannot be opened is remembered:
-    /// every statement then fails (nothing runs unaudited) and `check` reports it.
-    pub fn open(path: Option<&Path>) -> Self {
-        let file = path.map(|p| {
-            let opened = (|| {
-                if let Some(dir) = p.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let mut f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .read(true)
-                    .open(p)?;
-                // A torn last line (a crash mid-write) must not swallow the next record.
-                let len = f.metadata()?.len();
-                if len > 0 {
-                    use std::io::{Read, Seek, SeekFrom};
-                    let mut last = [0u8; 1];
-                    f.seek(SeekFrom::Start(len - 1))?;
-                    f.read_exact(&mut last)?;
-                    if last[0] != b'\n' {
-                        f.write_all(b"\n")?;
-                        f.sync_data()?;
-                    }
-                }
-                Ok::<_, std::io::Error>(f)
-            })()
-            .map(|f| Arc::new(Mutex::new(f)))
-            .map_err(|e| format!("cannot open the audit log {}: {e}", p.display()));
-            (p.to_path_buf(), opened)
+    /// Open (create) the configured file for appending. A file that cannot be opened is
+    /// remembered: every statement then fails (nothing runs unaudited) and `check`
+    /// reports it.
+    pub fn open(file: Option<AuditFile>) -> Self {
+        let file = file.map(|config| {
+            let opened = Appender::open(config.clone())
+                .map(Arc::new)
+                .map_err(|e| format!("cannot open the audit log {}: {e}", config.path.display()));
+            (config, opened)
         });
         AuditLog {
             file,
-            memory: Mutex::new(VecDeque::new()),
+            recent: Mutex::new(Recent::default()),
+            tail: Mutex::new(Tail::default()),
         }
     }
 
@@ -141,7 +123,7 @@ impl AuditLog {
     }
 
     pub fn path(&self) -> Option<&Path> {
-        self.file.as_ref().map(|(p, _)| p.as_path())
+        self.file.as_ref().map(|(c, _)| c.path.as_path())
     }
 
     /// Append `record` and sync it to disk. `Err` means the statement must fail.
@@ -149,11 +131,11 @@ impl AuditLog {
         match &self.file {
             None => self.remember(record),
             Some((_, Err(e))) => Err(e.clone()),
-            Some((path, Ok(file))) => {
-                let file = Arc::clone(file);
-                let path = path.clone();
-                let written =
-                    tokio::task::spawn_blocking(move || append(&file, &path, &record)).await;
+            Some((_, Ok(appender))) => {
+                let line = line(&record)?;
+                let appender = Arc::clone(appender);
+                // The append blocks on a sync: off the async workers.
+                let written = tokio::task::spawn_blocking(move || appender.append(&line)).await;
                 written.map_err(|e| e.to_string())?
             }
         }
@@ -165,48 +147,59 @@ impl AuditLog {
         match &self.file {
             None => self.remember(record),
             Some((_, Err(e))) => Err(e.clone()),
-            Some((path, Ok(file))) => append(file, path, &record),
+            Some((_, Ok(_))) => self.append(&line(&record)?),
         }
     }
 
-    /// Keep `record` in memory (no file configured), the oldest dropped past the bound.
-    fn remember(&self, record: AuditRecord) -> Result<(), String> {
-        let mut memory = self.memory.lock().map_err(|_| "audit log poisoned")?;
-        if memory.len() == MEMORY_RECORDS {
-            memory.pop_front();
+    fn append(&self, line: &[u8]) -> Result<(), String> {
+        match &self.file {
+            Some((_, Ok(appender))) => appender.append(line),
+            Some((_, Err(e))) => Err(e.clone()),
+            None => Err("no audit file".into()),
         }
-        memory.push_back(record);
+    }
+
+    /// Keep `record` in memory (no file configured).
+    fn remember(&self, record: AuditRecord) -> Result<(), String> {
+        self.recent
+            .lock()
+            .map_err(|_| "audit log poisoned")?
+            .insert(record);
         Ok(())
     }
 
-    /// Every statement's latest record, oldest statement first. Lines that do not parse
-    /// (a torn last line after a power loss) are skipped.
-    pub fn records(&self) -> Result<Vec<AuditRecord>, String> {
-        self.lines().map(latest_per_query)
+    /// The latest record of each recent statement that `keep` accepts, oldest statement
+    /// first: at most [`RECENT_RECORDS`] statements and about [`RECENT_BYTES`] of records.
+    /// Only what was appended to the file since the last call is read.
+    pub fn recent(&self, keep: &dyn Fn(&AuditRecord) -> bool) -> Result<Vec<AuditRecord>, String> {
+        let mut recent = self.recent.lock().map_err(|_| "audit log poisoned")?;
+        if let Some((config, _)) = &self.file {
+            let mut tail = self.tail.lock().map_err(|_| "audit log poisoned")?;
+            tail.follow(&config.path, &mut recent)
+                .map_err(|e| format!("cannot read {}: {e}", config.path.display()))?;
+        }
+        Ok(recent.matching(keep))
     }
 
-    /// Every record as written, oldest first.
-    pub fn lines(&self) -> Result<Vec<AuditRecord>, String> {
-        match &self.file {
-            None => Ok(self
-                .memory
-                .lock()
-                .map(|m| m.iter().cloned().collect())
-                .unwrap_or_default()),
-            Some((path, _)) => {
-                let file = match File::open(path) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-                    Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-                };
-                Ok(BufReader::new(file)
-                    .lines()
-                    .map_while(Result::ok)
-                    .filter_map(|l| serde_json::from_str(&l).ok())
-                    .collect())
-            }
-        }
+    /// Every recent statement's latest record (see [`AuditLog::recent`]).
+    pub fn records(&self) -> Result<Vec<AuditRecord>, String> {
+        self.recent(&|_| true)
     }
+
+    /// Where rotation puts old files, oldest first (empty without a file).
+    pub fn rotated_files(&self) -> Vec<std::path::PathBuf> {
+        self.file
+            .as_ref()
+            .map(|(c, _)| file::rotated_files(&c.path))
+            .unwrap_or_default()
+    }
+}
+
+/// `record` as one JSON line.
+fn line(record: &AuditRecord) -> Result<Vec<u8>, String> {
+    let mut line = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 /// `text` cut to [`MAX_STATEMENT_TEXT`] bytes at a character boundary, marked when cut.
@@ -229,50 +222,22 @@ fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
-/// One entry per statement, in the order statements began: the last record written for
-/// each `query_id` (its `finished` record, or `started` if it never finished).
-fn latest_per_query(records: impl IntoIterator<Item = AuditRecord>) -> Vec<AuditRecord> {
-    let mut out: Vec<AuditRecord> = Vec::new();
-    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for record in records {
-        match at.get(&record.query_id) {
-            Some(&i) => out[i] = record,
-            None => {
-                at.insert(record.query_id.clone(), out.len());
-                out.push(record);
-            }
-        }
-    }
-    out
-}
-
-/// Append one record as one line and sync it.
-fn append(file: &Mutex<File>, path: &Path, record: &AuditRecord) -> Result<(), String> {
-    let mut line = serde_json::to_string(record).map_err(|e| e.to_string())?;
-    line.push('\n');
-    let mut f = file.lock().map_err(|_| "audit log poisoned".to_string())?;
-    let failed = |e: std::io::Error| format!("cannot write the audit log {}: {e}", path.display());
-    let before = f.metadata().map_err(failed)?.len();
-    // One write per record: O_APPEND keeps concurrent lines whole.
-    let written = f.write_all(line.as_bytes()).and_then(|_| f.sync_data());
-    if let Err(e) = written {
-        // A record torn by a full disk would merge with the next one: cut it off, so
-        // the file stays one whole record per line.
-        if f.set_len(before).and_then(|_| f.sync_data()).is_err() {
-            tracing::error!(path = %path.display(), "cannot cut a torn audit record");
-        }
-        return Err(failed(e));
-    }
-    Ok(())
-}
-
 fn now_rfc3339() -> String {
+    now_formatted("%Y-%m-%dT%H:%M:%S%.6fZ")
+}
+
+/// For file names: `20261207T221500.123456Z`.
+fn now_compact() -> String {
+    now_formatted("%Y%m%dT%H%M%S%.6fZ")
+}
+
+fn now_formatted(format: &str) -> String {
     let micros = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or_default();
     datafusion::arrow::temporal_conversions::timestamp_us_to_datetime(micros)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        .map(|t| t.format(format).to_string())
         .unwrap_or_default()
 }
 
@@ -294,13 +259,15 @@ fn new_query_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     #[tokio::test]
     async fn records_survive_in_the_file_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("logs/audit.jsonl");
-        let log = AuditLog::open(Some(&path));
+        let log = AuditLog::open(Some(AuditFile::at(&path)));
         assert!(log.problem().is_none());
         for user in ["alice", "bob"] {
             log.write(AuditRecord::new(user, "SELECT 1")).await.unwrap();
@@ -312,7 +279,7 @@ mod tests {
             .unwrap()
             .write_all(b"{\"time\":")
             .unwrap();
-        let again = AuditLog::open(Some(&path));
+        let again = AuditLog::open(Some(AuditFile::at(&path)));
         again
             .write(AuditRecord::new("carol", "SELECT 2"))
             .await
@@ -324,6 +291,51 @@ mod tests {
             .map(|r| r.user)
             .collect();
         assert_eq!(users, ["alice", "bob", "carol"]);
+    }
+
+    #[tokio::test]
+    async fn the_query_log_follows_rotation_and_other_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let config = AuditFile {
+            path: path.clone(),
+            rotate_bytes: 1000,
+            keep: None,
+        };
+        let log = AuditLog::open(Some(config.clone()));
+        // Another process (a `meshql query` beside the server) appends to the same file.
+        let other = AuditLog::open(Some(config));
+        let mut started = AuditRecord::new("a", "SELECT 'long running'");
+        started.status = AuditStatus::Started;
+        log.write(started.clone()).await.unwrap();
+        assert_eq!(log.records().unwrap(), [started.clone()]);
+        let mut written = vec![started.query_id.clone()];
+        for n in 0..20 {
+            let record = AuditRecord::new("b", &format!("SELECT {n}"));
+            written.push(record.query_id.clone());
+            let by = if n % 2 == 0 { &log } else { &other };
+            by.write(record).await.unwrap();
+            if n % 7 == 0 {
+                // Looks between writes read only what is new.
+                assert_eq!(log.records().unwrap().len(), n + 2);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let mut finished = started.clone();
+        finished.status = AuditStatus::Finished;
+        finished.rows = Some(1);
+        log.write(finished.clone()).await.unwrap();
+        assert!(log.rotated_files().len() >= 2, "{:?}", log.rotated_files());
+        let records = log.records().unwrap();
+        let ids: Vec<_> = records.iter().map(|r| r.query_id.clone()).collect();
+        assert_eq!(ids, written, "every statement once, in order, across files");
+        assert_eq!(
+            records[0], finished,
+            "started and finished in different files"
+        );
+        // A server started later finds the recent past in the rotated files too.
+        let restarted = AuditLog::open(Some(AuditFile::at(&path)));
+        assert!(!restarted.records().unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -340,7 +352,6 @@ mod tests {
         done.rows = Some(1);
         log.write(done.clone()).await.unwrap();
         assert_eq!(log.records().unwrap(), [done, second]);
-        assert_eq!(log.lines().unwrap().len(), 3);
     }
 
     #[test]
@@ -362,7 +373,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("file");
         std::fs::write(&file, "").unwrap();
-        let log = AuditLog::open(Some(&file.join("audit.jsonl")));
+        let log = AuditLog::open(Some(AuditFile::at(&file.join("audit.jsonl"))));
         assert!(log.problem().is_some());
         assert!(log.write(AuditRecord::new("a", "SELECT 1")).await.is_err());
     }
