@@ -41,6 +41,18 @@ def test_parameters(server):
         assert 0 < count < 15000
 
 
+def test_the_most_parameters_a_statement_can_have(server):
+    # 65,535 is PostgreSQL's bound too. The replies that carry the bound values must stay
+    # under the 16 MiB a client accepts by default.
+    n = 65_535
+    sql = "SELECT count(*) FROM customer.geo.nation WHERE n_nationkey IN (" + ", ".join("?" * n) + ")"
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute(sql, tuple(range(n)))
+        assert cur.fetchone() == (25,)
+        cur.execute(sql, tuple(range(100, 100 + n)))
+        assert cur.fetchone() == (0,)
+
+
 def test_get_objects_down_to_columns(server):
     with connect(server) as conn:
         objects = conn.adbc_get_objects(depth="all").read_all().to_pylist()

@@ -31,10 +31,22 @@ use super::status::{df_status, status};
 pub struct Handle {
     /// The statement, with `?` already rewritten to `$1..$n`.
     pub sql: String,
-    /// Bound parameters: one row, as an Arrow IPC stream, base64.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Bound parameters: one row as an Arrow IPC stream, LZ4 (size first), base64. The
+    /// schema of thousands of parameters repeats itself: compressed, 65,535 of them fit
+    /// in a reply that clients accept by default (16 MiB).
+    #[serde(
+        default,
+        rename = "params_lz4",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub params: Option<String>,
 }
+
+/// The most bound parameters may take in a handle, encoded: the handle travels in
+/// replies and tickets that clients cap at 16 MiB by default.
+pub const MAX_ENCODED_PARAMS: usize = 8 << 20;
+/// The most they may take decoded (no handle expands past this).
+const MAX_DECODED_PARAMS: usize = 256 << 20;
 
 impl Handle {
     pub fn new(sql: &str) -> Self {
@@ -65,7 +77,17 @@ impl Handle {
             .and_then(|()| writer.finish())
             .map_err(|e| Status::invalid_argument(format!("invalid parameters: {e}")))?;
         drop(writer);
-        self.params = Some(STANDARD.encode(bytes));
+        let encoded = STANDARD.encode(lz4_flex::block::compress_prepend_size(&bytes));
+        if encoded.len() > MAX_ENCODED_PARAMS {
+            return Err(Status::invalid_argument(format!(
+                "the {} bound parameter values take {} MiB in the statement handle, more than \
+                 its {} MiB: bind fewer or smaller values (or read them from a table)",
+                batch.num_columns(),
+                encoded.len() >> 20,
+                MAX_ENCODED_PARAMS >> 20
+            )));
+        }
+        self.params = Some(encoded);
         Ok(self)
     }
 
@@ -74,7 +96,17 @@ impl Handle {
             return Ok(None);
         };
         let bad = |e: String| Status::invalid_argument(format!("invalid bound parameters: {e}"));
-        let bytes = STANDARD.decode(encoded).map_err(|e| bad(e.to_string()))?;
+        if encoded.len() > MAX_ENCODED_PARAMS * 4 / 3 + 4 {
+            return Err(bad("too large".into()));
+        }
+        let compressed = STANDARD.decode(encoded).map_err(|e| bad(e.to_string()))?;
+        let (size, _) =
+            lz4_flex::block::uncompressed_size(&compressed).map_err(|e| bad(e.to_string()))?;
+        if size > MAX_DECODED_PARAMS {
+            return Err(bad(format!("{size} bytes when decoded")));
+        }
+        let bytes = lz4_flex::block::decompress_size_prepended(&compressed)
+            .map_err(|e| bad(e.to_string()))?;
         let reader =
             StreamReader::try_new(bytes.as_slice(), None).map_err(|e| bad(e.to_string()))?;
         let mut values = Vec::new();
@@ -291,7 +323,60 @@ fn next_query_id() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::rewrite_placeholders;
+    use super::*;
+
+    fn params(n: usize) -> RecordBatch {
+        let fields: Vec<Field> = (1..=n)
+            .map(|i| Field::new(format!("${i}"), DataType::Int64, true))
+            .collect();
+        let columns: Vec<ArrayRef> = (0..n)
+            .map(|i| {
+                Arc::new(datafusion::arrow::array::Int64Array::from(vec![i as i64])) as ArrayRef
+            })
+            .collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    #[test]
+    fn the_most_parameters_a_statement_can_have_fit_in_a_reply() {
+        let handle = Handle::new("SELECT 1")
+            .with_params(&params(65_535))
+            .unwrap();
+        let encoded = handle.encode();
+        // Clients take 16 MiB replies by default; the reply holds this handle once.
+        assert!(encoded.len() < 4 << 20, "{} bytes", encoded.len());
+        let values = Handle::decode(&encoded)
+            .unwrap()
+            .param_values()
+            .unwrap()
+            .unwrap();
+        assert_eq!(values.len(), 65_535);
+        assert_eq!(values[65_534], ScalarValue::Int64(Some(65_534)));
+    }
+
+    #[test]
+    fn handles_that_would_expand_without_bound_are_refused() {
+        // 4 bytes of size claiming 4 GiB, then garbage.
+        let mut bomb = u32::MAX.to_le_bytes().to_vec();
+        bomb.extend([0u8; 64]);
+        let handle = Handle {
+            sql: "SELECT $1".into(),
+            params: Some(STANDARD.encode(bomb)),
+        };
+        let err = Handle::decode(&handle.encode())
+            .unwrap()
+            .param_values()
+            .unwrap_err();
+        assert!(err.message().contains("when decoded"), "{err}");
+        let garbage = Handle {
+            sql: "SELECT $1".into(),
+            params: Some(STANDARD.encode([8u8, 0, 0, 0, 1, 2, 3])),
+        };
+        assert_eq!(
+            garbage.param_values().unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
 
     #[test]
     fn placeholders_are_numbered_outside_literals_and_comments() {
