@@ -498,6 +498,10 @@ impl Stream for AuditedStream {
                     return Poll::Ready(Some(Ok(batch)));
                 }
                 Some(Err(e)) => {
+                    let e = match &self.record {
+                        Some(record) => name_ports(e, &record.ports),
+                        None => e,
+                    };
                     self.finish(Some(&e), Then::Fail(e.clone_for_audit()));
                     // Keep the original error for the caller.
                     self.then = Some(Then::Fail(e));
@@ -506,6 +510,29 @@ impl Stream for AuditedStream {
             }
         }
     }
+}
+
+/// An error raised while rows stream (a file cut short, a source gone) says which ports
+/// were being read: the ones the statement named (for a restricted user a derived port
+/// is one opaque scan, so no input hidden from them is named). The engine's own errors
+/// (timeout, memory) keep their kind.
+fn name_ports(e: DataFusionError, ports: &[String]) -> DataFusionError {
+    let engine_error =
+        |e: &DataFusionError| matches!(e, DataFusionError::External(inner) if inner.is::<Error>());
+    if ports.is_empty() || engine_error(&e) || matches!(e, DataFusionError::Context(..)) {
+        return e;
+    }
+    let which = match ports {
+        [one] => format!("while reading output port `{one}`"),
+        many => format!(
+            "while reading one of the output ports {}",
+            many.iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    e.context(which)
 }
 
 impl RecordBatchStream for AuditedStream {

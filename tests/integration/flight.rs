@@ -236,6 +236,41 @@ async fn errors_carry_the_engine_message_and_a_fitting_code() {
         .expect_err("update");
     assert!(err.to_string().contains("read-only"), "{err}");
 
+    // A request whose command does not decode (a statement that is not UTF-8) is the
+    // client's error: INVALID_ARGUMENT, not arrow-flight's INTERNAL.
+    let command = |type_name: &str| {
+        // Field 1 (the SQL text, length-delimited) holding bytes that are not UTF-8.
+        let sql = [b"SELECT '".as_slice(), &[0xff], b"'"].concat();
+        let mut value = vec![0x0a, sql.len() as u8];
+        value.extend(sql);
+        prost::Message::encode_to_vec(&arrow_flight::sql::Any {
+            type_url: format!("type.googleapis.com/arrow.flight.protocol.sql.{type_name}"),
+            value: value.into(),
+        })
+    };
+    let statuses = [
+        client
+            .do_get(arrow_flight::Ticket::new(command("CommandStatementQuery")))
+            .await
+            .map(|_| ())
+            .expect_err("do_get"),
+        client
+            .do_action(arrow_flight::Action::new(
+                "CreatePreparedStatement",
+                command("ActionCreatePreparedStatementRequest"),
+            ))
+            .await
+            .map(|_| ())
+            .expect_err("do_action"),
+    ];
+    for err in statuses {
+        let arrow_flight::error::FlightError::Tonic(status) = err else {
+            panic!("not a gRPC status: {err}");
+        };
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+        assert!(status.message().contains("UTF-8"), "{status}");
+    }
+
     // CancelFlightInfo is harmless: nothing runs before DoGet.
     let info = client
         .execute("SELECT 1".into(), None)

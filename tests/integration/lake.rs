@@ -196,6 +196,50 @@ async fn a_broken_port_fails_alone_and_names_itself() {
     assert!(!batches[0].column(1).is_null(0));
 }
 
+/// A file that goes bad after the port opened fails the statement while its rows stream,
+/// with an error that names the port (the reader's own message alone does not).
+#[tokio::test]
+async fn an_error_while_rows_stream_names_the_port() {
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tmp");
+    copy_dir(&f.root, dir.path());
+    let spec =
+        meshql_engine::config::load_mesh_with_env(&dir.path().join("mesh.yaml"), &f.lookup())
+            .expect("loads");
+    let engine = MeshEngine::from_spec(spec, &meshql_connectors::default_connectors()).await;
+    assert!(engine.problems().is_empty(), "{:?}", engine.problems());
+    // Garble the data pages, keep the size and the footer.
+    let mut garbled = 0;
+    for entry in std::fs::read_dir(dir.path().join("data/supply/partsupp")).expect("ls") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "parquet") {
+            let mut bytes = std::fs::read(&path).expect("read");
+            let end = bytes.len() / 2;
+            for (i, b) in bytes[8..end].iter_mut().enumerate() {
+                *b = (i * 7919 % 251) as u8;
+            }
+            std::fs::write(&path, bytes).expect("write");
+            garbled += 1;
+        }
+    }
+    assert!(garbled > 0, "no Parquet files under data/supply/partsupp");
+    let sql = "SELECT ps_partkey, ps_comment FROM supply.catalog.partsupp";
+    let failed = async {
+        let stream = engine.sql(sql).await?.execute().await?;
+        futures::TryStreamExt::try_collect::<Vec<_>>(stream)
+            .await
+            .map_err(meshql_engine::Error::from)
+    }
+    .await
+    .expect_err("garbled pages must fail")
+    .to_string();
+    assert!(
+        failed.contains("output port `supply.catalog.partsupp`"),
+        "{failed}"
+    );
+    assert!(!failed.contains("likely caused by a bug"), "{failed}");
+}
+
 /// A Delta snapshot of plain files is scanned as Parquet (no deltalake scan node, no
 /// file-id column); a partitioned one still goes through deltalake, which injects the
 /// partition values. Both answer the same, and both skip files.

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use super::MAX_MESSAGE;
 use super::frames::{Frame, FrameCodec, FrameStream};
 use super::service::MeshFlightSqlService;
+use super::status::undecodable_request;
 
 const DO_GET: &str = "/arrow.flight.protocol.FlightService/DoGet";
 
@@ -53,7 +54,19 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if req.uri().path() != DO_GET {
-            return self.generated.call(req);
+            let answer = self.generated.call(req);
+            return Box::pin(async move {
+                let mut response = answer.await?;
+                // An error before any message is a trailers-only response: its status
+                // is in the headers.
+                if let Some(status) = Status::from_header_map(response.headers()) {
+                    let fixed = undecodable_request(status.clone());
+                    if fixed.code() != status.code() {
+                        let _ = fixed.add_header(response.headers_mut());
+                    }
+                }
+                Ok(response)
+            });
         }
         let method = DoGet(Arc::clone(&self.service));
         Box::pin(async move {

@@ -129,7 +129,10 @@ impl MeshFlightSqlService {
                 return self.run(&identity, &Handle::decode(&handle)?).await;
             }
         }
-        let stream = FlightService::do_get(self, request).await?.into_inner();
+        let stream = FlightService::do_get(self, request)
+            .await
+            .map_err(super::status::undecodable_request)?
+            .into_inner();
         Ok(Box::pin(stream.map_ok(Frame::Message)))
     }
 

@@ -46,6 +46,21 @@ pub fn status(err: Error) -> Status {
     }
 }
 
+/// arrow-flight answers a request it cannot decode (a command that is not valid
+/// protobuf, a string field that is not UTF-8) with INTERNAL and the parser's debug
+/// text; it is the client's request that is wrong, so say so with INVALID_ARGUMENT.
+/// Its `ParseError`s come only from decoding what the client sent.
+pub fn undecodable_request(status: Status) -> Status {
+    if status.code() == Code::Internal && status.message().starts_with("ParseError(") {
+        let detail = status
+            .message()
+            .trim_start_matches("ParseError(\"")
+            .trim_end_matches("\")");
+        return Status::invalid_argument(format!("cannot decode the request: {detail}"));
+    }
+    status
+}
+
 pub fn df_status(e: DataFusionError) -> Status {
     status(Error::DataFusion(e))
 }
