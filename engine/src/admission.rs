@@ -94,11 +94,18 @@ impl Admission {
         &self.options
     }
 
-    /// When a statement that starts now must end.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.options
-            .statement_timeout
-            .map(|timeout| Instant::now() + timeout)
+    /// When a statement that starts now must end: after the server's timeout, or the
+    /// session's (`meshql.statement_timeout_s`) where that is shorter.
+    pub fn deadline(&self, session: Option<Duration>) -> Option<Deadline> {
+        let limit = match (self.options.statement_timeout, session) {
+            (Some(server), Some(session)) => Some(server.min(session)),
+            (server, session) => server.or(session),
+        };
+        limit.map(|limit| Deadline {
+            at: Instant::now() + limit,
+            limit,
+            by_session: session.is_some_and(|s| Some(s) == Some(limit)),
+        })
     }
 
     /// Wait for `user`'s slot and, if the statement reads ports, a server slot; fail at
@@ -107,7 +114,7 @@ impl Admission {
         &self,
         user: &str,
         reads_ports: bool,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     ) -> Result<Admitted> {
         let user_slots = {
             let mut users = self
@@ -148,21 +155,33 @@ impl Admission {
         };
         match deadline {
             None => wait.await,
-            Some(deadline) => tokio::time::timeout_at(deadline, wait)
+            Some(deadline) => tokio::time::timeout_at(deadline.at, wait)
                 .await
-                .map_err(|_| self.timed_out("waiting for its turn"))?,
+                .map_err(|_| deadline.timed_out("waiting for its turn"))?,
         }
     }
+}
 
+/// When a statement must end, and which timeout says so.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: Instant,
+    limit: Duration,
+    by_session: bool,
+}
+
+impl Deadline {
     /// The error of a statement past its deadline.
     pub fn timed_out(&self, while_doing: &str) -> Error {
-        let limit = self
-            .options
-            .statement_timeout
-            .map_or(0, |t| t.as_secs_f64().ceil() as u64);
+        let setting = if self.by_session {
+            "SET meshql.statement_timeout_s"
+        } else {
+            "--statement-timeout-s"
+        };
         Error::Timeout(format!(
-            "statement timeout: the statement ran longer than {limit} s (--statement-timeout-s) \
-             and was ended while {while_doing}"
+            "statement timeout: the statement ran longer than {} s ({setting}) and was ended \
+             while {while_doing}",
+            self.limit.as_secs_f64().ceil() as u64
         ))
     }
 }
@@ -180,19 +199,19 @@ mod tests {
         });
         let heavy = admission.admit("a", true, None).await.unwrap();
         // a's second statement waits for a's first, and times out.
-        let deadline = admission.deadline();
+        let deadline = admission.deadline(None);
         let again = admission.admit("a", false, deadline).await.unwrap_err();
         assert!(again.to_string().contains("statement timeout"), "{again}");
         // b's light statement does not wait for the server slot a holds...
         let light = admission.admit("b", false, None).await.unwrap();
         drop(light);
         // ...but b's heavy one does.
-        let deadline = admission.deadline();
+        let deadline = admission.deadline(None);
         assert!(admission.admit("b", true, deadline).await.is_err());
         drop(heavy);
         assert!(
             admission
-                .admit("b", true, admission.deadline())
+                .admit("b", true, admission.deadline(None))
                 .await
                 .is_ok()
         );

@@ -24,6 +24,7 @@ use crate::mesh::derived::plan_derived_ports;
 use crate::mesh::meta::{META_CATALOG, META_SCHEMA};
 use crate::mesh::port::PortKind;
 use crate::mesh::{MeshRegistry, register_mesh};
+use crate::optimizer::MeshqlOptions;
 use crate::problem::Problem;
 use crate::session::MeshSession;
 
@@ -106,6 +107,13 @@ impl MeshEngine {
             }
         };
         let mut config = Self::session_config();
+        let meshql = config
+            .options_mut()
+            .extensions
+            .get_mut::<MeshqlOptions>()
+            .expect("session_config registers meshql's settings");
+        meshql.shared_subplans = !options.no_shared_subplans;
+        meshql.subplan_pushdown = !options.no_subplan_pushdown;
         if options.no_dynamic_filters {
             config
                 .options_mut()
@@ -116,12 +124,8 @@ impl MeshEngine {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
-            .with_physical_optimizer_rules(crate::optimizer::physical_rules(
-                !options.no_shared_subplans,
-            ))
-            .with_query_planner(Arc::new(MeshQueryPlanner {
-                subplan_pushdown: !options.no_subplan_pushdown,
-            }))
+            .with_physical_optimizer_rules(crate::optimizer::physical_rules())
+            .with_query_planner(Arc::new(MeshQueryPlanner))
             .build();
         let mut state = state;
         if let Err(e) = crate::bounded_functions::register(&mut state) {
@@ -201,7 +205,8 @@ impl MeshEngine {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
-            .with_default_catalog_and_schema(META_CATALOG, META_SCHEMA);
+            .with_default_catalog_and_schema(META_CATALOG, META_SCHEMA)
+            .with_option_extension(MeshqlOptions::default());
         // A join's build-side keys reach the probe side as an IN list up to this many
         // (beyond it only their range); DataFusion's default is 150. Much longer lists
         // cost lake scans more than they skip: at 65536, TPC-H SF1 Q4 and Q10 on the

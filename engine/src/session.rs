@@ -22,7 +22,7 @@ use datafusion::physical_plan::{EmptyRecordBatchStream, RecordBatchStream, execu
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream};
 
-use crate::admission::{Admission, Admitted};
+use crate::admission::{Admission, Admitted, Deadline};
 use crate::error::{Error, Result};
 use crate::governance::audit::{AuditRecord, AuditStatus};
 use crate::governance::catalog::Denials;
@@ -30,7 +30,7 @@ use crate::governance::expr::normalize_identity_calls;
 use crate::governance::{Governance, Identity, settings};
 use crate::limits::StatementLimits;
 use crate::mesh::refresh::{refresh_call, refresh_table};
-use crate::optimizer::plain_string_results;
+use crate::optimizer::{MeshqlOptions, plain_string_results};
 
 /// How the audit log words a statement that named ports its user may not read.
 pub const NOT_GRANTED: &str = "not granted:";
@@ -75,6 +75,13 @@ impl MeshSession {
         &self.identity
     }
 
+    /// `SET meshql.statement_timeout_s` of this session, if any.
+    fn session_timeout(&self) -> Option<std::time::Duration> {
+        let state = self.ctx.state();
+        let seconds = MeshqlOptions::of(state.config().options()).statement_timeout_s;
+        (seconds > 0).then(|| std::time::Duration::from_secs(seconds))
+    }
+
     /// The catalogs as this identity sees them (listings, completion).
     pub fn context(&self) -> &SessionContext {
         &self.ctx
@@ -96,16 +103,16 @@ impl MeshSession {
     /// one that plans is audited when [`Planned::execute`] finishes.
     pub async fn plan(&self, sql: &str) -> Result<Planned> {
         let started = Instant::now();
-        let deadline = self.admission.deadline();
+        let deadline = self.admission.deadline(self.session_timeout());
         let mut record = AuditRecord::new(&self.identity.user, sql);
         if let Ok(mut d) = self.denials.lock() {
             d.clear();
         }
         let planned = match deadline {
             None => self.plan_inner(sql).await,
-            Some(deadline) => tokio::time::timeout_at(deadline, self.plan_inner(sql))
+            Some(deadline) => tokio::time::timeout_at(deadline.at, self.plan_inner(sql))
                 .await
-                .unwrap_or_else(|_| Err(self.admission.timed_out("planning"))),
+                .unwrap_or_else(|_| Err(deadline.timed_out("planning"))),
         };
         match planned {
             Ok(df) => {
@@ -186,7 +193,8 @@ impl MeshSession {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .verify_plan(&plan)?;
-        settings::check(&plan).map_err(Error::Denied)?;
+        settings::check(&plan, self.admission.options().statement_timeout)
+            .map_err(Error::Denied)?;
         Ok(self.ctx.execute_logical_plan(plan).await?)
     }
 }
@@ -252,7 +260,7 @@ pub struct Planned {
     reads_tables: bool,
     record: AuditRecord,
     started: Instant,
-    deadline: Option<tokio::time::Instant>,
+    deadline: Option<Deadline>,
     admission: Arc<Admission>,
     audit: Arc<Governance>,
 }
@@ -353,9 +361,9 @@ impl Planned {
         let stream = async {
             match deadline {
                 None => stream.await,
-                Some(deadline) => tokio::time::timeout_at(deadline, stream)
+                Some(deadline) => tokio::time::timeout_at(deadline.at, stream)
                     .await
-                    .unwrap_or_else(|_| Err(admission.timed_out("planning"))),
+                    .unwrap_or_else(|_| Err(deadline.timed_out("planning"))),
             }
         };
         let (inner, admitted) = match stream.await {
@@ -381,8 +389,8 @@ impl Planned {
             audit,
             writing: None,
             then: None,
-            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-            watchdog: deadline.map(|d| watchdog(d, Arc::downgrade(&admitted))),
+            deadline: deadline.map(|d| (Box::pin(tokio::time::sleep_until(d.at)), d)),
+            watchdog: deadline.map(|d| watchdog(d.at, Arc::downgrade(&admitted))),
             admission,
             _admitted: admitted,
         }))
@@ -406,7 +414,7 @@ struct AuditedStream {
     writing: Option<BoxFuture<'static, std::result::Result<(), String>>>,
     then: Option<Then>,
     /// The statement timeout, while the statement streams.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: Option<(Pin<Box<tokio::time::Sleep>>, Deadline)>,
     admission: Arc<Admission>,
     /// Gives the slots back at the deadline even if the client stopped reading (then
     /// nothing polls this stream, and its own deadline never fires).
@@ -479,13 +487,13 @@ impl Stream for AuditedStream {
                 None => {}
             }
             if self.record.is_some()
-                && let Some(deadline) = self.deadline.as_mut()
-                && deadline.as_mut().poll(cx).is_ready()
+                && let Some((sleep, deadline)) = self.deadline.as_mut()
+                && sleep.as_mut().poll(cx).is_ready()
             {
+                let deadline = *deadline;
                 self.deadline = None;
-                let e = DataFusionError::External(Box::new(
-                    self.admission.timed_out("sending its results"),
-                ));
+                let e =
+                    DataFusionError::External(Box::new(deadline.timed_out("sending its results")));
                 // Stop the work now, not when the client lets go.
                 self.inner = Box::pin(EmptyRecordBatchStream::new(Arc::clone(&self.schema)));
                 self.finish(Some(&e), Then::Fail(e.clone_for_audit()));

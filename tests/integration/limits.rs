@@ -73,6 +73,57 @@ async fn the_statement_timeout_ends_a_statement_and_others_still_run() {
     assert!(ended >= 2, "{audit}");
 }
 
+/// `SET meshql.statement_timeout_s` lowers the timeout for the session that sets it, and
+/// is refused where it would lift or raise the server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_may_lower_the_statement_timeout_but_not_raise_it() {
+    let (_dir, mesh) = governed_mesh(&policy_access());
+    let engine = crate::policy::engine(&mesh).await;
+    let ana = crate::policy::user(&engine, "ana");
+    let session = engine.session(&ana);
+    let run = |sql: &'static str| {
+        let session = &session;
+        async move {
+            let stream = session.plan(sql).await?.execute().await?;
+            let batches: Vec<_> = stream.try_collect().await?;
+            Ok::<_, meshql_engine::Error>(batches)
+        }
+    };
+    // The server's default is 15 minutes.
+    for (sql, needle) in [
+        ("SET meshql.statement_timeout_s = 100000", "not raise it"),
+        ("SET meshql.statement_timeout_s = 0", "0 would lift it"),
+        ("SET meshql.statement_timeout_s = 'soon'", "whole seconds"),
+    ] {
+        let err = run(sql).await.expect_err(sql).to_string();
+        assert!(err.contains(needle), "{sql}: {err}");
+    }
+    run("SET meshql.statement_timeout_s = 1")
+        .await
+        .expect("lower");
+    let started = std::time::Instant::now();
+    let err = run(ENDLESS).await.expect_err("timed out").to_string();
+    assert!(
+        err.contains("longer than 1 s (SET meshql.statement_timeout_s)"),
+        "{err}"
+    );
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+    // Another session keeps the server's timeout.
+    let other = engine.session(&ana);
+    let shown = other
+        .plan("SELECT value FROM information_schema.df_settings WHERE name = 'meshql.statement_timeout_s'")
+        .await
+        .expect("plan")
+        .execute()
+        .await
+        .expect("run");
+    let batches: Vec<arrow::array::RecordBatch> = shown.try_collect().await.expect("rows");
+    let value = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    assert!(value.contains("| 0 "), "{value}");
+}
+
 /// SIGTERM waits the drain time, then cuts what still runs: each cut statement is
 /// audited and the process says so with a non-zero exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,14 +38,14 @@ pub(crate) fn env() -> Vec<(String, String)> {
     env
 }
 
-async fn engine(mesh: &Path) -> MeshEngine {
+pub(crate) async fn engine(mesh: &Path) -> MeshEngine {
     let env = env();
     let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let spec = meshql_engine::config::load_mesh_with_env(mesh, &lookup).expect("mesh loads");
     MeshEngine::from_spec(spec, &meshql_connectors::default_connectors()).await
 }
 
-fn user(engine: &MeshEngine, name: &str) -> Identity {
+pub(crate) fn user(engine: &MeshEngine, name: &str) -> Identity {
     let groups = engine.access().expect("access").users[name].groups.clone();
     Identity::new(name, groups)
 }

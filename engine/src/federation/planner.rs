@@ -27,14 +27,14 @@ use datafusion_federation::{FederatedPlanNode, FederatedPlanner, FederationPlann
 use super::capability::SqlDialect;
 use super::remote::{RemoteSource, RemoteTable};
 use crate::mesh::port::PortTable;
+use crate::optimizer::MeshqlOptions;
 
 /// The session's query planner: federation first, then DataFusion's planner.
 #[derive(Debug)]
-pub struct MeshQueryPlanner {
-    /// Off: each remote table is still scanned with its own columns, filters and limit,
-    /// but joins, aggregates and sorts run here (for comparisons and as an escape hatch).
-    pub subplan_pushdown: bool,
-}
+/// `meshql.subplan_pushdown` off: each remote table is still scanned with its own
+/// columns, filters and limit, but joins, aggregates and sorts run here (for comparisons
+/// and as an escape hatch).
+pub struct MeshQueryPlanner;
 
 #[async_trait]
 impl QueryPlanner for MeshQueryPlanner {
@@ -43,7 +43,8 @@ impl QueryPlanner for MeshQueryPlanner {
         logical_plan: &LogicalPlan,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = if self.subplan_pushdown {
+        let options = MeshqlOptions::of(session.config_options());
+        let plan = if options.subplan_pushdown {
             federate(logical_plan.clone())?
         } else {
             logical_plan.clone()
@@ -55,8 +56,18 @@ impl QueryPlanner for MeshQueryPlanner {
             .create_physical_plan(&plan, session)
             .await?;
         let config = session.config_options();
-        let gated = super::dynamic::gate_remote_scans(physical, config)?;
-        super::scan_join_filters::filter_scans_by_distant_joins(gated, config)
+        // These two need the plan as a whole, federated scans included, so they run
+        // here rather than among the optimizer's rules; they switch off alike.
+        let gated = if options.remote_scans_wait_for_join_keys {
+            super::dynamic::gate_remote_scans(physical, config)?
+        } else {
+            physical
+        };
+        if options.join_keys_at_distant_scans {
+            super::scan_join_filters::filter_scans_by_distant_joins(gated, config)
+        } else {
+            Ok(gated)
+        }
     }
 }
 

@@ -1,6 +1,10 @@
 //! Session settings users may change. Everything else (memory, spilling, pushdown,
 //! parallelism, catalog defaults) is the operator's: a user must not be able to take
-//! the server down or read around a policy with `SET`.
+//! the server down or read around a policy with `SET`. meshql's rules may be switched
+//! off (a statement gets slower, never different: no rule decides access), and the
+//! statement timeout lowered.
+
+use std::time::Duration;
 
 use datafusion::logical_expr::{LogicalPlan, Statement};
 
@@ -14,11 +18,15 @@ pub const USER_SETTINGS: &[&str] = &[
     "datafusion.explain.physical_plan_only",
 ];
 
+/// Lowers the server's statement timeout for the session.
+const TIMEOUT: &str = "meshql.statement_timeout_s";
+
 /// Larger batches only cost memory.
 const MAX_BATCH_SIZE: usize = 65_536;
 
-/// `Err` with the user-facing reason when `plan` changes a setting not on the list.
-pub fn check(plan: &LogicalPlan) -> Result<(), String> {
+/// `Err` with the user-facing reason when `plan` changes a setting not on the list, or
+/// raises the statement timeout past the server's (`server_timeout`).
+pub fn check(plan: &LogicalPlan, server_timeout: Option<Duration>) -> Result<(), String> {
     let (variable, value) = match plan {
         LogicalPlan::Statement(Statement::SetVariable(s)) => (&s.variable, Some(&s.value)),
         LogicalPlan::Statement(Statement::ResetVariable(r)) => (&r.variable, None),
@@ -31,12 +39,40 @@ pub fn check(plan: &LogicalPlan) -> Result<(), String> {
     {
         return Err(format!("batch_size can be at most {MAX_BATCH_SIZE}"));
     }
-    if USER_SETTINGS.contains(&name.as_str()) {
+    if name == TIMEOUT
+        && let Some(v) = value
+    {
+        let v = v.trim().trim_matches('\'');
+        let seconds = v
+            .parse::<u64>()
+            .map_err(|_| format!("{TIMEOUT} takes whole seconds, not `{v}`"))?;
+        let server = server_timeout.map(|t| t.as_secs_f64().ceil() as u64);
+        return match server {
+            _ if seconds == 0 && server.is_some() => Err(format!(
+                "{TIMEOUT} can only lower the server's timeout ({} s); 0 would lift it",
+                server.unwrap_or_default()
+            )),
+            Some(max) if seconds > max => Err(format!(
+                "{TIMEOUT} can only lower the server's timeout ({max} s), not raise it to {seconds} s"
+            )),
+            _ => Ok(()),
+        };
+    }
+    let rule = name
+        .strip_prefix("meshql.")
+        .is_some_and(|r| crate::optimizer::rule_settings().contains(&r));
+    if USER_SETTINGS.contains(&name.as_str()) || rule || name == TIMEOUT {
         Ok(())
     } else {
         Err(format!(
-            "setting `{variable}` cannot be changed from a session; these can: {}",
-            USER_SETTINGS.join(", ")
+            "setting `{variable}` cannot be changed from a session; these can: {}, {TIMEOUT}, \
+             and meshql's rules: {}",
+            USER_SETTINGS.join(", "),
+            crate::optimizer::rule_settings()
+                .iter()
+                .map(|r| format!("meshql.{r}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     }
 }

@@ -38,8 +38,11 @@ impl PhysicalOptimizerRule for CheapConditionsFirst {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !super::MeshqlOptions::of(config).cheap_conditions_first {
+            return Ok(plan);
+        }
         plan.transform_up(|node| {
             let Some(filter) = node.downcast_ref::<FilterExec>() else {
                 return Ok(Transformed::no(node));

@@ -43,8 +43,11 @@ impl PhysicalOptimizerRule for DecimalArithmetic {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !super::MeshqlOptions::of(config).decimal_arithmetic {
+            return Ok(plan);
+        }
         rewrite_plan_expressions(plan, rewrite_expr)
     }
 

@@ -41,8 +41,11 @@ impl PhysicalOptimizerRule for KeysPastAggregates {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !super::MeshqlOptions::of(config).keys_past_aggregates {
+            return Ok(plan);
+        }
         plan.transform_up(|node| {
             Ok(match node.downcast_ref::<HashJoinExec>().map(rewrite) {
                 Some(Ok(Some(new))) => Transformed::yes(new),

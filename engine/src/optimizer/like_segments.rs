@@ -37,8 +37,11 @@ impl PhysicalOptimizerRule for LikeBySegments {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !super::MeshqlOptions::of(config).like_by_segments {
+            return Ok(plan);
+        }
         rewrite_plan_expressions(plan, rewrite_expr)
     }
 

@@ -4,6 +4,7 @@ mod conjunct_order;
 mod decimal_arith;
 mod keys_past_aggregates;
 mod like_segments;
+mod options;
 pub(crate) mod plain_strings;
 mod shared_exec;
 mod shared_subplans;
@@ -13,6 +14,7 @@ pub use conjunct_order::CheapConditionsFirst;
 pub use decimal_arith::DecimalArithmetic;
 pub use keys_past_aggregates::KeysPastAggregates;
 pub use like_segments::LikeBySegments;
+pub use options::{MeshqlOptions, rule_settings};
 pub use plain_strings::plain_string_results;
 pub use shared_subplans::ShareIdenticalSubplans;
 pub use survivors::ConditionsOnSurvivors;
@@ -31,8 +33,9 @@ use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceC
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
-/// DataFusion's rules with meshql's in their place.
-pub fn physical_rules(share_subplans: bool) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+/// DataFusion's rules with meshql's in their place. Each of meshql's rules does nothing
+/// where its [`MeshqlOptions`] switch is off.
+pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = PhysicalOptimizer::new().rules;
     // Before the pass that hands joins' dynamic filters to the scans below them: the
     // join sides are chosen by then, and the filters are made from the keys these leave.
@@ -41,9 +44,7 @@ pub fn physical_rules(share_subplans: bool) -> Vec<Arc<dyn PhysicalOptimizerRule
         .position(|r| r.name() == "FilterPushdown(Post)")
         .unwrap_or(rules.len());
     rules.insert(at, Arc::new(KeysPastAggregates));
-    if share_subplans {
-        rules.insert(at, Arc::new(ShareIdenticalSubplans::default()));
-    }
+    rules.insert(at, Arc::new(ShareIdenticalSubplans::default()));
     // Last: DataFusion's rules have placed the filters these rewrite, and recognise
     // the expressions DecimalArithmetic replaces.
     rules.push(Arc::new(CheapConditionsFirst));

@@ -80,8 +80,11 @@ impl PhysicalOptimizerRule for ShareIdenticalSubplans {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !super::MeshqlOptions::of(config).shared_subplans {
+            return Ok(plan);
+        }
         let mut nodes = Nodes::new();
         let mut counts = HashMap::<u64, usize>::new();
         self.describe(&plan, &mut nodes, &mut counts)?;
@@ -339,7 +342,11 @@ mod tests {
     /// A session over the lake, with sharing or not, and with joins that collect their
     /// build side whole or that split both sides by key.
     async fn session(dir: &Path, share: bool, partitioned: bool) -> SessionContext {
-        let mut config = SessionConfig::new().with_target_partitions(4);
+        let mut meshql = crate::optimizer::MeshqlOptions::default();
+        meshql.shared_subplans = share;
+        let mut config = SessionConfig::new()
+            .with_target_partitions(4)
+            .with_option_extension(meshql);
         if partitioned {
             let optimizer = &mut config.options_mut().optimizer;
             optimizer.hash_join_single_partition_threshold = 0;
@@ -348,7 +355,7 @@ mod tests {
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
-            .with_physical_optimizer_rules(crate::optimizer::physical_rules(share))
+            .with_physical_optimizer_rules(crate::optimizer::physical_rules())
             .build();
         let ctx = SessionContext::new_with_state(state);
         for table in ["t", "u"] {

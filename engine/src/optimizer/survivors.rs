@@ -56,8 +56,11 @@ impl PhysicalOptimizerRule for ConditionsOnSurvivors {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !super::MeshqlOptions::of(config).conditions_on_survivors {
+            return Ok(plan);
+        }
         plan.transform_up(|node| {
             let Some(filter) = node.downcast_ref::<FilterExec>() else {
                 return Ok(Transformed::no(node));
