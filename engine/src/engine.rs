@@ -45,6 +45,9 @@ pub struct EngineOptions {
     pub statement_limits: StatementLimits,
     /// Statement timeout and how many statements run at once.
     pub admission: AdmissionOptions,
+    /// Session settings every session starts with, as `SET` takes them
+    /// (`meshql.like_by_segments` = `false`); applied after the flags above.
+    pub settings: Vec<(String, String)>,
 }
 
 pub struct MeshEngine {
@@ -114,6 +117,11 @@ impl MeshEngine {
             .expect("session_config registers meshql's settings");
         meshql.shared_subplans = !options.no_shared_subplans;
         meshql.subplan_pushdown = !options.no_subplan_pushdown;
+        for (key, value) in &options.settings {
+            if let Err(e) = config.options_mut().set(key, value) {
+                tracing::warn!(%key, %value, error = %e, "ignoring a session setting default");
+            }
+        }
         if options.no_dynamic_filters {
             config
                 .options_mut()

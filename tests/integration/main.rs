@@ -13,6 +13,7 @@ mod leakproof;
 mod limits;
 mod policy;
 mod query;
+mod rule_matrix;
 mod slt;
 mod tpch;
 mod wire;

@@ -19,7 +19,7 @@ use crate::support::server::Server;
 use crate::support::slt::{query as run, rows};
 
 /// The `lake` layout at SF 0.1, generated once per test run.
-fn lake() -> &'static PathBuf {
+pub(crate) fn lake() -> &'static PathBuf {
     static LAKE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &LAKE
         .get_or_init(|| {
@@ -39,14 +39,14 @@ fn lake() -> &'static PathBuf {
 
 /// The `mesh` layouts at SF 0.1: customer (and, in `mesh-orders`, orders) in a real
 /// PostgreSQL, nation and region on a second `meshql serve`, the rest in the lake.
-struct MeshLayout {
-    files: MeshLayoutFiles,
-    env: Vec<(String, String)>,
+pub(crate) struct MeshLayout {
+    pub(crate) files: MeshLayoutFiles,
+    pub(crate) env: Vec<(String, String)>,
     _node: Server,
     _pg: PgCluster,
 }
 
-fn mesh_layout() -> &'static MeshLayout {
+pub(crate) fn mesh_layout() -> &'static MeshLayout {
     static MESH: OnceLock<MeshLayout> = OnceLock::new();
     MESH.get_or_init(|| {
         let lake_mesh = lake();
@@ -94,7 +94,7 @@ fn spaced(line: &str) -> String {
 }
 
 /// The queries whose rows differ from the answer, with a diff of the first difference.
-async fn check_all<F, Fut>(how: &str, mut run_query: F)
+pub(crate) async fn check_all<F, Fut>(how: &str, mut run_query: F)
 where
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<Vec<String>>, String>>,

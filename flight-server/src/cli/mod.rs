@@ -156,6 +156,7 @@ impl MeshArgs {
                     .unwrap_or(meshql_engine::admission::AdmissionOptions::default().max_running),
                 max_per_user: self.max_statements_per_user,
             },
+            settings: Vec::new(),
         };
         MeshEngine::open_with(&path, &meshql_connectors::default_connectors(), &options).await
     }

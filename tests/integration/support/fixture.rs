@@ -49,9 +49,13 @@ impl Fixture {
 
     /// A fresh engine over the test mesh.
     pub async fn engine(&self) -> MeshEngine {
+        self.engine_with(&Default::default()).await
+    }
+
+    pub async fn engine_with(&self, options: &meshql_engine::EngineOptions) -> MeshEngine {
         let spec = meshql_engine::config::load_mesh_with_env(&self.mesh, &self.lookup())
             .expect("test mesh loads");
-        MeshEngine::from_spec(spec, &meshql_connectors::default_connectors()).await
+        MeshEngine::from_spec_with(spec, &meshql_connectors::default_connectors(), options).await
     }
 }
 
