@@ -100,15 +100,17 @@ pub struct MeshArgs {
     max_statements_per_user: usize,
 }
 
-/// `123`, `64KB`, `512MiB`, `4GB`, `1.5GiB` (binary multiples either way).
+/// `123`, `64KB`, `512MiB`, `4GB`, `1.5GiB` (binary multiples either way). Not zero,
+/// negative, NaN, exponents or sizes past what this machine can address.
 fn parse_bytes(text: &str) -> Result<usize, String> {
     let t = text.trim();
-    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like 512MiB or 4GB"))?;
+    let not_a_size = || format!("`{text}` is not a size like 512MiB or 4GB");
+    if number.is_empty() || number.matches('.').count() > 1 {
+        return Err(not_a_size());
+    }
+    let number: f64 = number.parse().map_err(|_| not_a_size())?;
     let factor = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1u64,
         "k" | "kb" | "kib" => 1 << 10,
@@ -117,7 +119,14 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
         "t" | "tb" | "tib" => 1 << 40,
         other => return Err(format!("unknown size unit `{other}` (use KiB, MiB, GiB)")),
     };
-    Ok((number * factor as f64) as usize)
+    let bytes = number * factor as f64;
+    if !bytes.is_finite() || bytes >= usize::MAX as f64 {
+        return Err(format!("`{text}` is more than this machine can address"));
+    }
+    if bytes < 1.0 {
+        return Err(format!("`{text}` is zero: give a size of at least one byte"));
+    }
+    Ok(bytes as usize)
 }
 
 impl MeshArgs {
@@ -209,7 +218,12 @@ mod tests {
         assert_eq!(parse_bytes("64KB"), Ok(64 << 10));
         assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
         assert_eq!(parse_bytes("1.5 GiB"), Ok(3 << 29));
-        assert!(parse_bytes("lots").is_err());
-        assert!(parse_bytes("4XB").is_err());
+        for bad in [
+            "lots", "4XB", "-1GiB", "-0", "0", "0.0MiB", "NaN", "inf", "1e3MB", "1.2.3GB", "",
+            "99999999999TiB", ".MiB",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad} was accepted");
+        }
+        assert!(parse_bytes("-1GiB").unwrap_err().contains("not a size"));
     }
 }
