@@ -43,9 +43,46 @@ pub enum Error {
     #[error("{0}")]
     Audit(String),
 
+    /// A table the statement names does not exist for its user (a port the user may not
+    /// read reads exactly like one that does not exist).
+    #[error("{0}")]
+    NotFound(String),
+
+    /// A port the statement reads cannot be read now (its source is down or its files
+    /// are broken); the message names the port and where it is declared.
+    #[error("{0}")]
+    Unavailable(String),
+
     /// A broken invariant inside meshql: a bug, never the user's fault.
     #[error("internal error: {0}. This is a bug in meshql, please report it")]
     Internal(String),
+}
+
+impl Error {
+    /// This error inside DataFusion's error type, where an operator or a catalog can
+    /// only return that: it is found again by [`Error::find`].
+    pub fn into_datafusion(self) -> DataFusionError {
+        DataFusionError::External(Box::new(self))
+    }
+
+    /// The engine error `e` carries, under any of DataFusion's layers (context, shared,
+    /// external, Arrow's external errors).
+    pub fn find(e: &DataFusionError) -> Option<&Error> {
+        let mut current: &(dyn std::error::Error + 'static) = e;
+        loop {
+            if let Some(engine) = current.downcast_ref::<Error>() {
+                return Some(engine);
+            }
+            // DataFusion's own layers, then whatever the error says it was caused by.
+            let next = match current.downcast_ref::<DataFusionError>() {
+                Some(DataFusionError::Context(_, inner)) => Some(inner.as_ref() as _),
+                Some(DataFusionError::Shared(inner)) => Some(inner.as_ref() as _),
+                Some(DataFusionError::External(inner)) => Some(inner.as_ref() as _),
+                _ => current.source(),
+            };
+            current = next?;
+        }
+    }
 }
 
 /// DataFusion wraps errors in layers; users need the context we added (which port was
@@ -73,6 +110,22 @@ fn strip_datafusion_context(e: &DataFusionError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_errors_are_found_under_datafusions_layers() {
+        let e = Error::Unavailable("output port `a.b.c` is unavailable".into())
+            .into_datafusion()
+            .context("reading output port `a.b.c`");
+        let shared = DataFusionError::Shared(std::sync::Arc::new(e));
+        let arrow = DataFusionError::ArrowError(
+            Box::new(datafusion::arrow::error::ArrowError::ExternalError(
+                Box::new(shared),
+            )),
+            None,
+        );
+        assert!(matches!(Error::find(&arrow), Some(Error::Unavailable(_))));
+        assert!(Error::find(&DataFusionError::Plan("table 'x' not found".into())).is_none());
+    }
 
     #[test]
     fn keeps_our_context_and_the_root() {

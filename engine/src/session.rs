@@ -19,12 +19,13 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{EmptyRecordBatchStream, RecordBatchStream, execute_stream};
+use datafusion::sql::sqlparser::parser::ParserError;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream};
 
 use crate::admission::{Admission, Admitted, Deadline};
 use crate::error::{Error, Result};
-use crate::governance::audit::{AuditRecord, AuditStatus};
+use crate::governance::audit::{AuditRecord, AuditStatus, Decision, Denial};
 use crate::governance::catalog::Denials;
 use crate::governance::expr::normalize_identity_calls;
 use crate::governance::{Governance, Identity, settings};
@@ -33,7 +34,7 @@ use crate::mesh::refresh::{refresh_call, refresh_table};
 use crate::optimizer::{MeshqlOptions, plain_string_results};
 
 /// How the audit log words a statement that named ports its user may not read.
-pub const NOT_GRANTED: &str = "not granted:";
+const NOT_GRANTED: &str = "not granted:";
 
 pub struct MeshSession {
     ctx: SessionContext,
@@ -134,10 +135,12 @@ impl MeshSession {
                     .map(|d| d.iter().map(ToString::to_string).collect())
                     .unwrap_or_default();
                 if let Error::Denied(reason) = &e {
-                    record.decision = "denied".into();
+                    record.decision = Decision::Denied;
+                    record.denial = Some(Denial::Statement);
                     record.reason = Some(reason.clone());
                 } else if !denied.is_empty() {
-                    record.decision = "denied".into();
+                    record.decision = Decision::Denied;
+                    record.denial = Some(Denial::NotGranted);
                     record.reason = Some(format!("{NOT_GRANTED} {}", denied.join(", ")));
                     record.ports = denied;
                 }
@@ -177,7 +180,11 @@ impl MeshSession {
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(&sql, &dialect).map_err(|e| {
             let limit = state.config().options().sql_parser.recursion_limit;
-            if e.to_string().contains("RecursionLimitExceeded") {
+            let too_deep = matches!(
+                &e,
+                DataFusionError::SQL(p, _) if matches!(p.as_ref(), ParserError::RecursionLimitExceeded)
+            );
+            if too_deep {
                 Error::TooComplex(format!(
                     "the statement nests parentheses, subqueries or prefix operators more \
                      than {} deep",
@@ -188,7 +195,16 @@ impl MeshSession {
             }
         })?;
         self.limits.check_depth(&statement)?;
-        let plan = state.statement_to_plan(statement).await?;
+        let references = state.resolve_table_references(&statement)?;
+        let plan = match state.statement_to_plan(statement).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                return Err(self
+                    .missing_table(&state, references)
+                    .await
+                    .unwrap_or(e.into()));
+            }
+        };
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -200,6 +216,41 @@ impl MeshSession {
 }
 
 impl MeshSession {
+    /// The first of `references` that names no table this session can see (nor a table
+    /// function), as [`Error::NotFound`]: why a statement failed to plan, by type rather
+    /// than by DataFusion's wording. A port the user may not read is looked up like any
+    /// other (and so recorded as a denial) and reads as not found.
+    async fn missing_table(
+        &self,
+        state: &datafusion::execution::SessionState,
+        references: Vec<datafusion::common::TableReference>,
+    ) -> Option<Error> {
+        for reference in references {
+            if let datafusion::common::TableReference::Bare { table } = &reference
+                && state.table_functions().contains_key(table.as_ref())
+            {
+                continue;
+            }
+            let defaults = &state.config().options().catalog;
+            let resolved = reference.resolve(&defaults.default_catalog, &defaults.default_schema);
+            let schema = self
+                .ctx
+                .catalog(&resolved.catalog)
+                .and_then(|c| c.schema(&resolved.schema));
+            let found = match schema {
+                Some(schema) => schema.table(&resolved.table).await,
+                None => Ok(None),
+            };
+            match found {
+                Ok(Some(_)) => {}
+                Ok(None) => return Some(Error::NotFound(format!("table '{resolved}' not found"))),
+                // It exists and cannot be read (an unavailable port): that is why.
+                Err(e) => return Some(e.into()),
+            }
+        }
+        None
+    }
+
     /// `CALL mesh.refresh(...)`: admins only once access rules exist.
     async fn refresh(&self, only: Option<String>) -> Result<DataFrame> {
         if let Some(policies) = self.governance.policies()

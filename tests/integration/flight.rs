@@ -290,6 +290,42 @@ async fn errors_carry_the_engine_message_and_a_fitting_code() {
     assert_eq!(result.status(), arrow_flight::CancelStatus::Cancelled);
 }
 
+/// Codes come from the engine's typed errors: a port whose data is gone is UNAVAILABLE
+/// (a client may retry), a port a user may not read is NOT_FOUND exactly like one that
+/// does not exist.
+#[tokio::test]
+async fn unavailable_ports_and_hidden_ports_have_their_own_codes() {
+    let (dir, mesh) = mesh_with_access(
+        "access:\n  users:\n    u: { password: \"${env:MESHQL_TEST_PASSWORD}\" }\n  rules:\n    \
+         - { principals: [user:u], allow: [\"supply.*.*\"] }\n",
+    );
+    std::fs::remove_dir_all(dir.path().join("data/supply/partsupp")).expect("rm");
+    let mut env = fixture().env();
+    env.push(("MESHQL_TEST_PASSWORD".into(), "pw".into()));
+    let server = Server::start(&mesh, &env, &[]);
+    let mut client = server.client().await;
+    client.handshake("u", "pw").await.expect("sign in");
+    let mut fail = async |sql: &str| match client.execute(sql.into(), None).await {
+        Err(arrow_flight::error::FlightError::Tonic(status)) => *status,
+        other => panic!("{sql}: {other:?}"),
+    };
+    let down = fail("SELECT * FROM supply.catalog.partsupp").await;
+    assert_eq!(down.code(), tonic::Code::Unavailable, "{down}");
+    assert!(
+        down.message()
+            .contains("output port `supply.catalog.partsupp` is unavailable"),
+        "{down}"
+    );
+    let hidden = fail("SELECT * FROM sales.orders.orders").await;
+    let missing = fail("SELECT * FROM sales.orders.ordersx").await;
+    assert_eq!(hidden.code(), tonic::Code::NotFound, "{hidden}");
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing}");
+    assert_eq!(
+        hidden.message().replace("orders.orders", "orders.ordersx"),
+        missing.message()
+    );
+}
+
 /// DoGet errors: a bad ticket gets a status before any data, and an error after rows
 /// were sent reaches the client in the trailers, with its code and message, after the
 /// rows that came before it.

@@ -8,6 +8,11 @@
 //!
 //! Every remote scan also counts what it received (`remote_rows`, `remote_bytes` in
 //! `EXPLAIN ANALYZE`).
+//!
+//! Upstream: datafusion-federation passes runtime filters to `SQLExecutor`
+//! (datafusion-contrib/datafusion-federation#160); waiting for a join's keys before the
+//! remote statement starts is meshql's, built on DataFusion's `is_complete()`
+//! (apache/datafusion#18799). Revisit when federation waits for filters itself.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -17,6 +17,11 @@
 //! So at such scans the filter is also evaluated, by a [`JoinKeyFilterExec`] (which
 //! stops where the keys drop few rows). That is what a pushed-down filter means, so
 //! results are unchanged: until the join has read its build side the filter is `true`.
+//!
+//! Upstream: Parquet's `pushdown_filters` is still off by default
+//! (apache/datafusion#3463, #20324) and adaptive placement of join filters is part of
+//! [apache/datafusion#22883](https://github.com/apache/datafusion/issues/22883); drop
+//! this when join filters are applied at scans where they pay, upstream.
 
 use std::collections::HashMap;
 use std::sync::Arc;

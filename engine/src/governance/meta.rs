@@ -15,10 +15,10 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::Governance;
+use super::audit::{Decision, Denial};
 use super::identity::Identity;
 use super::view::AccessView;
 use crate::mesh::meta::{scan_batch, tag_lists};
-use crate::session::NOT_GRANTED;
 
 #[derive(Debug, Clone, Copy)]
 pub enum GovernanceTable {
@@ -108,13 +108,13 @@ impl GovernanceMetaTable {
             .map_err(DataFusionError::Execution)?;
         if !self.sees_all() {
             // A statement that named a hidden port reads like one that named a port that
-            // does not exist: no decision, reason or port names.
+            // does not exist: no decision, reason or port names. Records of older versions
+            // carry no `denial`: any denial of theirs is treated so.
             for r in &mut records {
-                if r.reason
-                    .as_deref()
-                    .is_some_and(|x| x.starts_with(NOT_GRANTED))
-                {
-                    r.decision = "allowed".into();
+                let other = matches!(r.denial, Some(Denial::Statement | Denial::SignIn));
+                if r.decision == Decision::Denied && !other {
+                    r.decision = Decision::Allowed;
+                    r.denial = None;
                     r.reason = None;
                     r.ports.clear();
                 }
@@ -133,7 +133,7 @@ impl GovernanceMetaTable {
             s(&|r| Some(r.user.clone())),
             s(&|r| Some(r.statement.clone())),
             tag_lists(records.iter().map(|r| r.ports.clone()).collect()),
-            s(&|r| Some(r.decision.clone())),
+            s(&|r| Some(r.decision.as_str().to_string())),
             s(&|r| r.reason.clone()),
             Arc::new(UInt64Array::from(
                 records.iter().map(|r| r.rows).collect::<Vec<_>>(),

@@ -112,8 +112,10 @@ pub async fn plan_derived_ports(
                 p.entry.set_state(PortState::Ready(Arc::new(view)));
             }
             Err(e) => {
-                let message = e.strip_backtrace();
-                if message.contains("is unavailable") {
+                let unavailable =
+                    matches!(crate::Error::find(&e), Some(crate::Error::Unavailable(_)));
+                let message = crate::Error::from(e).to_string();
+                if unavailable {
                     // The SQL is fine; a port it reads is not.
                     fail(
                         &p.entry,

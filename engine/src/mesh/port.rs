@@ -275,7 +275,7 @@ pub fn timed_out(info: &PortInfo) -> Problem {
 /// The query-time error for a port that cannot be read.
 fn unavailable(info: &PortInfo, problem: &Problem) -> DataFusionError {
     let at = info.origin.position();
-    DataFusionError::Plan(format!(
+    crate::Error::Unavailable(format!(
         "output port `{}` is unavailable: {} (declared at {}:{}:{}; run `meshql check` for details)",
         info.name,
         problem.describe_without_subject(),
@@ -283,6 +283,7 @@ fn unavailable(info: &PortInfo, problem: &Problem) -> DataFusionError {
         at.line,
         at.column
     ))
+    .into_datafusion()
 }
 
 /// Open a source port through its connector, as a [`PortTable`].

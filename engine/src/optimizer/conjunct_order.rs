@@ -13,6 +13,11 @@
 //! and every other condition keeps its place relative to the others, after them. A
 //! condition that a former one guarded (`x <> 0 AND 10 / x > 1`) is still evaluated
 //! on at most the rows it was before.
+//!
+//! Upstream: DataFusion 55 moves LIKE and regex conditions last
+//! (apache/datafusion#22343) but keeps the rest in written order; adaptive ordering is
+//! [apache/datafusion#22883](https://github.com/apache/datafusion/issues/22883). Drop
+//! this rule when that orders by measured cost.
 
 use std::sync::Arc;
 

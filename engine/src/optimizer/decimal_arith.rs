@@ -13,6 +13,10 @@
 //! The rule runs after DataFusion's: its rules look for `BinaryExpr`, which this
 //! replaces in projections, filters and aggregate arguments only, and scans keep their
 //! predicates for pruning.
+//!
+//! Upstream: no DataFusion or arrow-rs issue proposes skipping the check; Decimal64
+//! support (apache/datafusion#17759) would make much of it moot. Worth filing upstream
+//! before adding to this rule.
 
 use std::fmt;
 use std::hash::Hash;

@@ -14,6 +14,10 @@
 //! table does no more work per row; the join's result is the same, because a join
 //! filter's equality rejects NULLs as a key does. Only where the build side is collected
 //! whole (`CollectLeft`): a partitioned join's inputs are split by all of its keys.
+//!
+//! Upstream: DataFusion passes dynamic filters through an aggregate only on group
+//! columns (apache/datafusion#18399); no upstream issue asks for join keys on aggregate
+//! results to become the join's filter, so there is nothing to drop this for yet.
 
 use std::sync::Arc;
 

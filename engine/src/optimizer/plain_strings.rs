@@ -12,6 +12,10 @@
 //!
 //! This changes the plan's output schema, so it is not a DataFusion optimizer rule
 //! (those must keep it): the Flight server applies it to the plans it streams.
+//!
+//! Upstream: DataFusion's `expand_views_at_output` (apache/datafusion#12271) casts
+//! views at the output, after decoding into them; no issue asks scans to decode
+//! pass-through columns as `Utf8`, so this stays until one does.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -20,6 +20,10 @@
 //! table, an extension), whose printed form need not say everything they read. Nor is
 //! an unbounded subplan (a stream): its results are never complete, and the instances
 //! wait for complete results.
+//!
+//! Upstream: DataFusion does not reuse subplans yet; drop this rule (and `shared_exec.rs`)
+//! when [Subplan Materialization](https://github.com/apache/datafusion/issues/22676)
+//! ships (see also apache/datafusion#8777, "Do not recompute CTEs").
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};

@@ -15,6 +15,10 @@
 //! predicates only, after DataFusion's rules (which look for `BinaryExpr`), and only
 //! where the filter's properties stay the same (see [`ConditionsOnSurvivors`]). A
 //! condition is never evaluated on more rows than DataFusion evaluates it on.
+//!
+//! Upstream: [apache/datafusion#25035](https://github.com/apache/datafusion/issues/25035)
+//! (AND-chain pre-selection loses the surviving rows at each level) is this problem;
+//! drop the rule when it is fixed.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};

@@ -104,7 +104,9 @@ pub struct MeshArgs {
 /// negative, NaN, exponents or sizes past what this machine can address.
 fn parse_bytes(text: &str) -> Result<usize, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let not_a_size = || format!("`{text}` is not a size like 512MiB or 4GB");
     if number.is_empty() || number.matches('.').count() > 1 {
@@ -124,7 +126,9 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
         return Err(format!("`{text}` is more than this machine can address"));
     }
     if bytes < 1.0 {
-        return Err(format!("`{text}` is zero: give a size of at least one byte"));
+        return Err(format!(
+            "`{text}` is zero: give a size of at least one byte"
+        ));
     }
     Ok(bytes as usize)
 }
@@ -219,8 +223,19 @@ mod tests {
         assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
         assert_eq!(parse_bytes("1.5 GiB"), Ok(3 << 29));
         for bad in [
-            "lots", "4XB", "-1GiB", "-0", "0", "0.0MiB", "NaN", "inf", "1e3MB", "1.2.3GB", "",
-            "99999999999TiB", ".MiB",
+            "lots",
+            "4XB",
+            "-1GiB",
+            "-0",
+            "0",
+            "0.0MiB",
+            "NaN",
+            "inf",
+            "1e3MB",
+            "1.2.3GB",
+            "",
+            "99999999999TiB",
+            ".MiB",
         ] {
             assert!(parse_bytes(bad).is_err(), "{bad} was accepted");
         }

@@ -268,7 +268,8 @@ impl Authenticator {
         // The name is the caller's to choose: cut it.
         let name: String = user.chars().take(64).collect();
         let mut record = AuditRecord::new(&name, "(sign-in)");
-        record.decision = "denied".into();
+        record.decision = meshql_engine::governance::audit::Decision::Denied;
+        record.denial = Some(meshql_engine::governance::audit::Denial::SignIn);
         record.reason = Some(reason.to_string());
         let governance = Arc::clone(governance);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {

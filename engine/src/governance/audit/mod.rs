@@ -46,6 +46,37 @@ impl AuditStatus {
     }
 }
 
+/// Whether the statement (or sign-in, or listing) was let through.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    #[default]
+    Allowed,
+    Denied,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+        }
+    }
+}
+
+/// What a denial was about. Only `not_granted` concerns ports, and so only it is hidden
+/// from the user it concerns (a port they may not read reads as one that does not exist).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Denial {
+    /// The statement named ports its user may not read.
+    NotGranted,
+    /// The statement is not allowed to this user (a setting, `CALL mesh.refresh`).
+    Statement,
+    /// A sign-in that failed.
+    SignIn,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditRecord {
     /// RFC 3339, UTC, microseconds.
@@ -61,8 +92,11 @@ pub struct AuditRecord {
     pub status: AuditStatus,
     /// Output ports the statement read (derived ports and what they read).
     pub ports: Vec<String>,
-    /// `allowed` or `denied`.
-    pub decision: String,
+    pub decision: Decision,
+    /// Why a statement was denied; absent when allowed (and in records of older
+    /// versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denial: Option<Denial>,
     pub reason: Option<String>,
     pub rows: Option<u64>,
     pub duration_ms: f64,
@@ -79,7 +113,8 @@ impl AuditRecord {
             statement_sha256: sha256_hex(statement),
             status: AuditStatus::Finished,
             ports: Vec::new(),
-            decision: "allowed".into(),
+            decision: Decision::Allowed,
+            denial: None,
             reason: None,
             rows: None,
             duration_ms: 0.0,
