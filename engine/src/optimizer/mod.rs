@@ -27,11 +27,11 @@ use datafusion::error::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::physical_plan::{ExecutionPlan, Partitioning, PlanProperties};
 
 /// DataFusion's rules with meshql's in their place. Each of meshql's rules does nothing
 /// where its [`MeshqlOptions`] switch is off.
@@ -53,6 +53,30 @@ pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     // After the rules above: it hides the filters' conjunctions from rules that look for one.
     rules.push(Arc::new(ConditionsOnSurvivors));
     rules
+}
+
+/// Whether two nodes promise the same to the operators above them (partitioning,
+/// ordering, equivalences, constants, constraints, schema), compared as values rather
+/// than as printed text, so that a DataFusion upgrade that prints them otherwise cannot
+/// change the answer.
+pub(crate) fn same_properties(a: &PlanProperties, b: &PlanProperties) -> bool {
+    let (ea, eb) = (&a.eq_properties, &b.eq_properties);
+    // DataFusion's `==` never holds between two unknown partitionings.
+    let same_partitioning = match (&a.partitioning, &b.partitioning) {
+        (Partitioning::UnknownPartitioning(x), Partitioning::UnknownPartitioning(y)) => x == y,
+        (x, y) => x == y,
+    };
+    same_partitioning
+        && a.emission_type == b.emission_type
+        && a.boundedness == b.boundedness
+        && a.evaluation_type == b.evaluation_type
+        && a.scheduling_type == b.scheduling_type
+        && a.output_ordering() == b.output_ordering()
+        && ea.constants() == eb.constants()
+        && **ea.eq_group() == **eb.eq_group()
+        && ea.oeq_class() == eb.oeq_class()
+        && ea.constraints() == eb.constraints()
+        && ea.schema() == eb.schema()
 }
 
 /// `plan` with each child `i` replaced by `rewrite(i, child)` where that returns a new

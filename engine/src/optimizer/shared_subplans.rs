@@ -12,9 +12,10 @@
 //! the join each sits under. [`SharedSubplanExec`] takes no filters from above, so the
 //! instances stay identical.
 //!
-//! Two subplans are the same when every node prints the same in verbose form (file
-//! scans with their full file lists), with the same expressions, output types and
-//! object store. Anything whose output could differ between two runs is not shared:
+//! Two subplans are the same when they are the same tree as values (node types,
+//! schemas, expressions by DataFusion's structural equality, properties) and every node
+//! prints the same in verbose form (for what is not an expression: limits, modes, file
+//! scans with their full file lists and object store). Anything whose output could differ between two runs is not shared:
 //! volatile expressions (`random()`), scalar subqueries (which print alike whatever
 //! they compute), and nodes this rule does not know (a remote statement, an in-memory
 //! table, an extension), whose printed form need not say everything they read. Nor is
@@ -98,7 +99,13 @@ impl PhysicalOptimizerRule for ShareIdenticalSubplans {
         let mut groups = HashMap::new();
         for (hash, instances) in chosen {
             let bounded = !instances[0].properties().boundedness.is_unbounded();
-            if instances.len() > 1 && bounded && same_text(&instances) {
+            if instances.len() > 1
+                && bounded
+                && same_text(&instances)
+                && instances[1..]
+                    .iter()
+                    .all(|i| same_structure(&instances[0], i))
+            {
                 let partitions = instances[0].properties().partitioning.partition_count();
                 let id = groups.len() + 1;
                 let results = SharedResults::new(id, instances.len(), partitions);
@@ -185,6 +192,34 @@ fn share(
         return Ok(Some(Arc::new(shared)));
     }
     super::rewrite_children(plan, |_, child| share(child, nodes, groups))
+}
+
+/// Whether two subplans are the same tree as values: node types, schemas, expressions
+/// (DataFusion's structural equality of physical expressions) and properties, node by
+/// node. With [`same_text`], which covers what is not an expression (limits, modes,
+/// file lists), neither a hash collision nor a change in how DataFusion prints a node
+/// can merge two different subplans.
+fn same_structure(a: &Arc<dyn ExecutionPlan>, b: &Arc<dyn ExecutionPlan>) -> bool {
+    let expressions = |plan: &Arc<dyn ExecutionPlan>| {
+        let mut all = Vec::new();
+        let _ = plan.apply_expressions(&mut |e| {
+            all.push(Arc::clone(e));
+            Ok(TreeNodeRecursion::Continue)
+        });
+        all
+    };
+    let (ea, eb) = (expressions(a), expressions(b));
+    let type_of = |p: &Arc<dyn ExecutionPlan>| (p.as_ref() as &dyn std::any::Any).type_id();
+    type_of(a) == type_of(b)
+        && a.schema() == b.schema()
+        && ea.len() == eb.len()
+        && ea.iter().zip(&eb).all(|(x, y)| x.as_ref() == y.as_ref())
+        && super::same_properties(a.properties(), b.properties())
+        && a.children().len() == b.children().len()
+        && a.children()
+            .iter()
+            .zip(b.children())
+            .all(|(x, y)| same_structure(x, y))
 }
 
 /// Whether the instances print alike in full: a hash collision must not merge two

@@ -82,7 +82,7 @@ impl PhysicalOptimizerRule for ConditionsOnSurvivors {
             // constant or to another column) and plans the operators above with them: a
             // window partitioned by a constant column is not sorted by it. Those facts
             // must not go, so such a filter keeps DataFusion's `AND`.
-            if format!("{:?}", new.properties()) != format!("{:?}", filter.properties()) {
+            if !super::same_properties(new.properties(), filter.properties()) {
                 return Ok(Transformed::no(node));
             }
             Ok(Transformed::yes(Arc::new(new) as Arc<dyn ExecutionPlan>))
