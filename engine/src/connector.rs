@@ -20,10 +20,10 @@ use datafusion::execution::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use serde_yaml::Mapping;
 
-use crate::config::DecodeError;
-use crate::config::load::Origin;
-use crate::config::spans::KeyPath;
 use crate::problem::Problem;
+use meshql_config::DecodeError;
+use meshql_config::load::Origin;
+use meshql_config::spans::KeyPath;
 
 /// What went wrong opening a source or a port, pointing at the offending key.
 #[derive(Debug, Clone)]

@@ -11,9 +11,9 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 
 use crate::admission::{Admission, AdmissionOptions};
+use crate::config::MeshSpec;
 use crate::config::access::AccessConfig;
-use crate::config::load::MeshSpec;
-use crate::config::load::load_mesh;
+use crate::config::load_mesh;
 use crate::connector::ConnectorRegistry;
 use crate::error::Result;
 use crate::federation::MeshQueryPlanner;
@@ -142,7 +142,7 @@ impl MeshEngine {
         let ctx = SessionContext::new_with_state(state);
         let access = spec.access.clone();
         let policies = spec.policies.clone();
-        let registry = register_mesh(spec, connectors, &ctx).await;
+        let registry = register_mesh(spec.declared, connectors, &ctx).await;
         let governance = Arc::new(Governance::new(
             policies,
             Arc::clone(&registry),

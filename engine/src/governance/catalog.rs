@@ -12,8 +12,8 @@ use datafusion::error::Result as DFResult;
 
 use super::Governance;
 use super::view::AccessView;
-use crate::config::PortName;
 use crate::mesh::meta::META_CATALOG;
+use meshql_config::PortName;
 
 /// Ports a statement named but may not read; the audit log says why it failed.
 pub type Denials = Arc<Mutex<BTreeSet<PortName>>>;

@@ -14,8 +14,8 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::identity::Identity;
-use crate::config::Origin;
 use crate::problem::Problem;
+use meshql_config::Origin;
 
 /// One row filter or mask.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::config::PortName;
+use meshql_config::PortName;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortPattern {

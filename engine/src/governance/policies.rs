@@ -9,9 +9,9 @@ use super::audit::AuditFile;
 use super::expr::PolicyExpr;
 use super::identity::{Identity, Principal};
 use super::pattern::PortPattern;
-use crate::config::access::AccessConfig;
-use crate::config::{Origin, PortName};
 use crate::problem::Problem;
+use meshql_config::access::AccessConfig;
+use meshql_config::{Origin, PortName};
 
 /// The audit log of a governed mesh without `audit_log`, beside the main mesh file.
 pub const DEFAULT_AUDIT_LOG: &str = "audit.jsonl";

@@ -38,7 +38,7 @@ use super::Governance;
 use super::identity::Identity;
 use super::leakproof::leakproof;
 use super::view::PortPolicy;
-use crate::config::PortName;
+use meshql_config::PortName;
 
 #[derive(Debug)]
 pub struct GovernedTable {

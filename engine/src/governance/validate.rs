@@ -9,9 +9,9 @@ use super::Governance;
 use super::expr::PolicyExpr;
 use super::identity::{Identity, Principal};
 use super::table::{policy_plan, quote, quoted_port};
-use crate::config::PortName;
-use crate::config::decode::closest;
 use crate::problem::Problem;
+use meshql_config::PortName;
+use meshql_config::decode::closest;
 
 pub async fn validate(governance: &Governance) -> Vec<Problem> {
     let Some(policies) = governance.policies() else {
@@ -33,7 +33,7 @@ pub async fn validate(governance: &Governance) -> Vec<Problem> {
         .map(|(_, p)| p.info.name.to_string())
         .collect();
     let users: Vec<String> = policies.users.keys().cloned().collect();
-    let check_user = |p: &Principal, at: &crate::config::Origin, problems: &mut Vec<Problem>| {
+    let check_user = |p: &Principal, at: &meshql_config::Origin, problems: &mut Vec<Problem>| {
         if let Principal::User(name) = p
             && !policies.users.contains_key(name)
         {

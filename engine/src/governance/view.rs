@@ -14,8 +14,8 @@ use super::expr::PolicyExpr;
 use super::identity::Identity;
 use super::policies::Policies;
 use super::table::GovernedTable;
-use crate::config::PortName;
 use crate::mesh::MeshRegistry;
+use meshql_config::PortName;
 
 /// The policy one identity reads a port under.
 #[derive(Debug, Clone, Default)]

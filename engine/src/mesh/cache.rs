@@ -25,8 +25,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::config::model::CacheConfig;
 use crate::optimizer::plain_strings::plain_type;
+use meshql_config::model::CacheConfig;
 
 /// Why the rows were not held.
 #[derive(Debug)]

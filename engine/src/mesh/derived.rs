@@ -13,8 +13,8 @@ use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
 use super::port::{PortEntry, PortState};
-use crate::config::PortName;
 use crate::problem::Problem;
+use meshql_config::PortName;
 
 struct Pending {
     entry: Arc<PortEntry>,

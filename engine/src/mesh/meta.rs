@@ -17,7 +17,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::MeshRegistry;
 use super::port::{PortKind, PortState};
-use crate::config::PortName;
+use meshql_config::PortName;
 
 /// Which ports the reader may see; metadata of the others is left out.
 pub type Visibility = Arc<dyn Fn(&PortName) -> bool + Send + Sync>;
@@ -268,7 +268,7 @@ pub(crate) fn tag_lists(values: Vec<Vec<String>>) -> ArrayRef {
 /// Where something is declared: the file's full path for administrators and open
 /// meshes; for restricted readers only the file's name (the server's directories are
 /// not theirs to know).
-fn at(origin: &crate::config::Origin, restricted: bool) -> Option<String> {
+fn at(origin: &meshql_config::Origin, restricted: bool) -> Option<String> {
     let p = origin.position();
     let file = if restricted {
         origin

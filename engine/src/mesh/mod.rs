@@ -15,12 +15,12 @@ use std::sync::Arc;
 use datafusion::execution::context::SessionContext;
 use futures::StreamExt;
 
-use crate::config::decode::closest;
-use crate::config::load::{DomainSpec, MeshSpec, Origin, PortSpec, SourceSpec};
-use crate::config::model::PortConfig;
 use crate::connector::{ConnectorRegistry, PortLocation, Source, SourceContext};
 use crate::problem::Problem;
 use catalog::{DomainCatalog, ProductSchema};
+use meshql_config::decode::closest;
+use meshql_config::load::{DomainSpec, MeshSpec, Origin, PortSpec, SourceSpec};
+use meshql_config::model::PortConfig;
 use port::{Opener, PortEntry, PortInfo, PortKind, PortState, Reopen};
 
 /// Ports opened at the same time while a mesh loads.

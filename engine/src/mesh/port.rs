@@ -19,11 +19,11 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 use serde_yaml::Mapping;
 
-use crate::config::PortName;
-use crate::config::load::Origin;
-use crate::config::model::{CacheConfig, ColumnConfig};
 use crate::connector::{PortLocation, Source};
 use crate::problem::Problem;
+use meshql_config::PortName;
+use meshql_config::load::Origin;
+use meshql_config::model::{CacheConfig, ColumnConfig};
 
 use super::cache::NotHeld;
 

@@ -14,8 +14,22 @@ use super::decode::{DecodeError, decode};
 use super::interpolate::{MissingVar, interpolate};
 use super::model::*;
 use super::spans::{KeyPath, Position, SpanIndex};
-use crate::error::{Error, Result};
-use crate::problem::Problem;
+use crate::problem::{Problem, display_all};
+
+/// Why a mesh cannot be used at all: the main file is unreadable or invalid, or its
+/// `access:` section has a problem (a server never falls back to open mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<Problem>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&display_all(&self.0))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 /// Catalog names meshql itself uses; domains cannot take them.
 pub const RESERVED_CATALOGS: &[&str] = &["mesh", "datafusion", "information_schema"];
@@ -47,7 +61,7 @@ pub struct Origin {
 }
 
 impl Origin {
-    fn child(&self, key: &str) -> Origin {
+    pub fn child(&self, key: &str) -> Origin {
         let mut path = self.path.clone();
         path.push(key.to_string());
         Origin {
@@ -140,11 +154,17 @@ pub struct MeshSpec {
     pub problems: Vec<Problem>,
     /// The `access:` section; `None` means the mesh runs open (loopback only).
     pub access: Option<AccessConfig>,
-    /// The same section compiled into checked rules.
-    pub policies: Option<Arc<crate::governance::Policies>>,
 }
 
 impl MeshSpec {
+    /// Where the main file's keys are (for problems about a whole section).
+    pub fn root_origin(&self) -> Origin {
+        Origin {
+            file: Arc::clone(&self.root),
+            path: Vec::new(),
+        }
+    }
+
     pub fn ports(&self) -> impl Iterator<Item = &PortSpec> {
         self.domains
             .values()
@@ -185,15 +205,15 @@ pub fn load_mesh_with_env(
     };
     let (root, value) = loader
         .read_file(path)
-        .map_err(|problem| Error::Config(vec![problem]))?;
+        .map_err(|problem| ConfigError(vec![problem]))?;
     let root_origin = Origin {
         file: Arc::clone(&root),
         path: Vec::new(),
     };
     let main: MeshFileConfig =
-        decode(value).map_err(|e| Error::Config(vec![root_origin.decode_problem(e)]))?;
+        decode(value).map_err(|e| ConfigError(vec![root_origin.decode_problem(e)]))?;
     if main.version != MESH_FILE_VERSION {
-        return Err(Error::Config(vec![
+        return Err(ConfigError(vec![
             root.problem(
                 &["version".into()],
                 format!("unsupported mesh file version {}", main.version),
@@ -215,12 +235,6 @@ pub fn load_mesh_with_env(
         sources: loader.sources,
         domains: loader.domains,
         problems: loader.problems,
-        policies: access
-            .as_ref()
-            .map(|a| crate::governance::Policies::compile(a, &root_origin.child("access")))
-            .transpose()
-            .map_err(Error::Config)?
-            .map(Arc::new),
         access,
     })
 }
@@ -236,17 +250,17 @@ fn decode_access(
         .iter()
         .find(|(_, m)| m.path.starts_with(&origin.path))
     {
-        return Err(Error::Config(vec![
+        return Err(ConfigError(vec![
             file.problem(&m.path, m.message.clone())
                 .with_subject("access")
                 .with_help("export the variable before starting meshql"),
         ]));
     }
     let access: AccessConfig = decode(value)
-        .map_err(|e| Error::Config(vec![origin.decode_problem(e).with_subject("access")]))?;
+        .map_err(|e| ConfigError(vec![origin.decode_problem(e).with_subject("access")]))?;
     for (name, user) in &access.users {
         user.validate().map_err(|m| {
-            Error::Config(vec![
+            ConfigError(vec![
                 origin
                     .child("users")
                     .child(name)

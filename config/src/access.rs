@@ -1,6 +1,6 @@
 //! The `access:` section of the main mesh file: who may sign in, who may read what
 //! (rules, row filters, column masks, tag policies) and where statements are audited.
-//! It is compiled into checked policies by [`crate::governance::policies`].
+//! The engine compiles it into checked policies (`meshql_engine::governance::policies`).
 //!
 //! An `access` section that does not decode is fatal: a server must never fall back to
 //! open mode because its access rules had a typo.
