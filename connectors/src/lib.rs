@@ -2,14 +2,14 @@
 //!
 //! | file | kinds / formats |
 //! |---|---|
-//! | `lake.rs` | sources `local` and `s3` (object stores); dispatches on the port's `format:` |
-//! | `files.rs` | formats `parquet`, `csv`, `json` (DataFusion listing tables) |
-//! | `delta.rs` | format `delta` (deltalake) |
-//! | `delta_files.rs` | a Delta snapshot of plain Parquet files, scanned as Parquet |
-//! | `postgres.rs` | source `postgres`: tables pushed down to as SQL |
+//! | `lake/mod.rs` | sources `local` and `s3` (object stores); dispatches on the port's `format:` to the formats below it |
+//! | `lake/files.rs` | formats `parquet`, `csv`, `json` (DataFusion listing tables) |
+//! | `lake/delta.rs` | format `delta` (deltalake) |
+//! | `lake/delta_files.rs` | a Delta snapshot of plain Parquet files, scanned as Parquet |
+//! | `postgres/` | source `postgres`: tables pushed down to as SQL |
 //! | `flight_sql.rs` | source `flight_sql`: another meshql node, or any Flight SQL server |
 //!
-//! Adding a connector touches four places: its file here, one `register` line in
+//! Adding a connector touches four places: its file (or folder) here, one `register` line in
 //! [`default_connectors`], one cargo feature in `Cargo.toml`, and one `.slt` file under
 //! `tests/slt/` that queries a port through it.
 
@@ -17,11 +17,6 @@ use std::sync::Arc;
 
 use meshql_engine::ConnectorRegistry;
 
-#[cfg(feature = "delta")]
-mod delta;
-#[cfg(feature = "delta")]
-mod delta_files;
-mod files;
 #[cfg(feature = "flight-sql")]
 mod flight_sql;
 mod lake;

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use url::Url;
 
-use crate::delta_files::{DeltaFilesTable, plain_files};
-use crate::lake::LakeSource;
+use super::LakeSource;
+use super::delta_files::{DeltaFilesTable, plain_files};
 
 /// `options:` of a Delta port.
 #[derive(Debug, Default, Deserialize)]
@@ -54,7 +54,7 @@ pub(crate) async fn open(
     REGISTER_S3.call_once(|| deltalake::aws::register_handlers(None));
 
     let options = DeltaOptions::parse(options)?;
-    let url = crate::lake::as_dir(url);
+    let url = super::as_dir(url);
     let mut builder = DeltaTableBuilder::from_url(url.clone())
         .map_err(|e| ConnectorError::new(format!("invalid Delta table location: {e}")).at("path"))?
         .with_storage_backend(Arc::clone(&source.store), url);

@@ -2,6 +2,12 @@
 //! (`kind: s3`, any S3-compatible server). Their ports are files in a `format`:
 //! Parquet, CSV and JSON through DataFusion listing tables, Delta through deltalake.
 
+#[cfg(feature = "delta")]
+mod delta;
+#[cfg(feature = "delta")]
+mod delta_files;
+mod files;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -16,7 +22,7 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use url::Url;
 
-use crate::files::{self, FileFormatKind};
+use files::FileFormatKind;
 
 #[derive(Debug)]
 pub struct LakeConnector;
@@ -288,7 +294,7 @@ impl Source for LakeSource {
         match config.format {
             LakeFormat::Delta => {
                 #[cfg(feature = "delta")]
-                crate::delta::DeltaOptions::parse(&config.options)?;
+                delta::DeltaOptions::parse(&config.options)?;
             }
             other => {
                 files::FileOptions::parse(file_kind(other), &config.options)?;
@@ -311,7 +317,7 @@ impl Source for LakeSource {
             LakeFormat::Delta => {
                 #[cfg(feature = "delta")]
                 {
-                    crate::delta::open(self, &config.path, url, &config.options, state).await
+                    delta::open(self, &config.path, url, &config.options, state).await
                 }
                 #[cfg(not(feature = "delta"))]
                 {

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use url::Url;
 
-use crate::lake::LakeSource;
+use super::LakeSource;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FileFormatKind {
@@ -301,7 +301,7 @@ pub(crate) async fn open(
                 .file_extension
                 .clone()
                 .unwrap_or_else(|| options.default_extension().to_string());
-            (listing_url(crate::lake::as_dir(url))?, extension)
+            (listing_url(super::as_dir(url))?, extension)
         } else {
             (listing_url(url)?, String::new())
         }
