@@ -20,7 +20,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use futures::StreamExt;
-use meshql_flight_server::server::{client_schema, encode};
+use meshql_server::{client_schema, encode};
 use meshql_tpch::generate::{Table, batches};
 use prost::Message;
 

@@ -670,7 +670,7 @@ async fn tls() {
     );
     let https = server.url.replace("grpc+tls://", "https://");
 
-    meshql_flight_server::server::install_crypto_provider();
+    meshql_server::install_crypto_provider();
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(std::fs::read(&ca).expect("ca")))
         .domain_name("localhost");

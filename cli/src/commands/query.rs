@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::MeshArgs;
-use meshql_flight_server::output::{Format, print_stream};
+use crate::output::{Format, print_stream};
 
 pub async fn run(args: &MeshArgs, format: Format, user: Option<&str>, sql: &str) -> ExitCode {
     let engine = match args.open().await {

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use meshql_engine::{Error, Identity, MeshEngine};
 
-use meshql_flight_server::output::Format;
+use crate::output::Format;
 
 #[derive(Debug, Parser)]
 #[command(name = "meshql", version, about = "Federated SQL over a data mesh", long_about = None)]
@@ -138,16 +138,27 @@ impl MeshArgs {
     async fn mesh_file(&self) -> Result<PathBuf, String> {
         match &self.config {
             Some(path) if !self.demo => Ok(path.clone()),
-            _ => {
-                let dir = self
-                    .data_dir
-                    .clone()
-                    .unwrap_or_else(meshql_tpch::demo::default_data_dir);
-                meshql_tpch::demo::ensure_demo(&dir)
-                    .await
-                    .map_err(|e| format!("cannot prepare the demo mesh in {}: {e}", dir.display()))
-            }
+            _ => self.demo_mesh_file().await,
         }
+    }
+
+    #[cfg(feature = "demo")]
+    async fn demo_mesh_file(&self) -> Result<PathBuf, String> {
+        let dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(meshql_tpch::demo::default_data_dir);
+        meshql_tpch::demo::ensure_demo(&dir)
+            .await
+            .map_err(|e| format!("cannot prepare the demo mesh in {}: {e}", dir.display()))
+    }
+
+    #[cfg(not(feature = "demo"))]
+    async fn demo_mesh_file(&self) -> Result<PathBuf, String> {
+        Err(
+            "this meshql was built without the demo (cargo feature `demo`): give --config FILE"
+                .to_string(),
+        )
     }
 
     async fn open(&self) -> Result<MeshEngine, Error> {

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::repl::{Backend, Repl};
 use clap::Args;
-use meshql_flight_server::repl::{Backend, Repl};
 
 use super::MeshArgs;
 

@@ -31,7 +31,7 @@ impl Backend {
             .replace("grpc+tls://", "https://")
             .replace("grpc://", "http://");
         if endpoint.starts_with("https://") {
-            crate::server::install_crypto_provider();
+            meshql_server::install_crypto_provider();
         }
         let mut channel = Channel::from_shared(endpoint.clone())
             .map_err(|e| format!("invalid address {url}: {e}"))?;

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-mod cli;
+mod commands;
+mod output;
+mod repl;
 
 // Large batch buffers come and go per batch; glibc's allocator returns them to the
 // kernel and faults fresh zeroed pages back in each time.
@@ -13,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     meshql_engine::allocator::retain_freed_memory();
-    let args = cli::Cli::parse();
+    let args = commands::Cli::parse();
     // Every statement is planned and run on the runtime's threads, never on the main
     // thread (whose stack the OS sizes): a stack the depth limits are measured against
     // (meshql_engine::limits).
@@ -50,7 +52,7 @@ fn main() -> ExitCode {
     code
 }
 
-async fn start(args: cli::Cli) -> ExitCode {
+async fn start(args: commands::Cli) -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -58,5 +60,5 @@ async fn start(args: cli::Cli) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    cli::run(args).await
+    commands::run(args).await
 }

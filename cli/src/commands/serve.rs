@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use meshql_flight_server::server::{ServeOptions, serve};
+use meshql_server::{ServeOptions, serve};
 
 use super::MeshArgs;
 
