@@ -14,7 +14,7 @@ use futures::StreamExt;
 use meshql_engine::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Table,
     Csv,
     Json,
@@ -22,7 +22,7 @@ pub enum Format {
 
 /// Why printing stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum OutputError {
+pub(crate) enum OutputError {
     #[error(transparent)]
     Query(#[from] Error),
     #[error("cannot write the result: {0}")]
@@ -51,7 +51,7 @@ impl From<datafusion::error::DataFusionError> for OutputError {
 }
 
 /// Print the stream. A reader that goes away (`| head`) ends printing quietly.
-pub async fn print_stream(
+pub(crate) async fn print_stream(
     stream: SendableRecordBatchStream,
     format: Format,
 ) -> Result<(), OutputError> {

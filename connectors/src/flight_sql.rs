@@ -39,7 +39,7 @@ use tonic::transport::{Channel, Endpoint};
 const ROW_COUNT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
-pub struct FlightSqlConnector;
+pub(crate) struct FlightSqlConnector;
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -23,7 +23,7 @@ use meshql_engine::governance::token::{
 use super::throttle::SignInThrottle;
 
 /// Failed password sign-ins per user name a minute before its sign-ins are refused.
-pub const DEFAULT_MAX_FAILURES: usize = 10;
+pub(crate) const DEFAULT_MAX_FAILURES: usize = 10;
 use sha2::{Digest, Sha256};
 use tonic::Status;
 use tonic::metadata::MetadataMap;

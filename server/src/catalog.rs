@@ -18,13 +18,13 @@ use meshql_engine::{MeshEngine, MeshSession};
 
 use super::statement::client_schema;
 
-pub const TABLE_TYPES: [&str; 2] = ["TABLE", "VIEW"];
+pub(crate) const TABLE_TYPES: [&str; 2] = ["TABLE", "VIEW"];
 
 /// Column metadata key for remarks (descriptions), as Flight SQL defines it.
 const REMARKS: &str = "ARROW:FLIGHT:SQL:REMARKS";
 
 /// Listings are made from the caller's session: only what the caller may read.
-pub fn catalogs(
+pub(crate) fn catalogs(
     session: &MeshSession,
     query: CommandGetCatalogs,
 ) -> Result<RecordBatch, FlightError> {
@@ -59,7 +59,7 @@ fn schemas_sorted(session: &MeshSession) -> Vec<(String, String, Arc<dyn SchemaP
     out
 }
 
-pub fn schemas(
+pub(crate) fn schemas(
     session: &MeshSession,
     query: CommandGetDbSchemas,
 ) -> Result<RecordBatch, FlightError> {
@@ -72,7 +72,7 @@ pub fn schemas(
 
 /// Tables of every catalog (no catalog in the request means all, as ADBC expects), with
 /// their Arrow schema when asked, column descriptions as remarks.
-pub async fn tables(
+pub(crate) async fn tables(
     engine: &MeshEngine,
     session: &MeshSession,
     query: CommandGetTables,
@@ -153,7 +153,7 @@ fn with_remarks(
     Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
-pub fn primary_keys_schema() -> Schema {
+pub(crate) fn primary_keys_schema() -> Schema {
     Schema::new(vec![
         Field::new("catalog_name", DataType::Utf8, true),
         Field::new("db_schema_name", DataType::Utf8, true),
@@ -164,7 +164,7 @@ pub fn primary_keys_schema() -> Schema {
     ])
 }
 
-pub fn foreign_keys_schema() -> Schema {
+pub(crate) fn foreign_keys_schema() -> Schema {
     Schema::new(vec![
         Field::new("pk_catalog_name", DataType::Utf8, true),
         Field::new("pk_db_schema_name", DataType::Utf8, true),
@@ -183,7 +183,7 @@ pub fn foreign_keys_schema() -> Schema {
 }
 
 /// The SQL types meshql can return, for GetXdbcTypeInfo.
-pub fn xdbc_type_info() -> XdbcTypeInfoData {
+pub(crate) fn xdbc_type_info() -> XdbcTypeInfoData {
     let mut builder = XdbcTypeInfoDataBuilder::new();
     let types: [(&str, XdbcDataType, Option<i32>, bool); 11] = [
         ("BOOLEAN", XdbcDataType::XdbcBit, Some(1), false),

@@ -116,7 +116,7 @@ fn write_bytes_field(tag: u32, len: usize, buf: &mut impl BufMut) {
 /// A result's batches as Flight data: the schema first, then each batch, sliced so a
 /// message stays near 2 MiB. Dictionary-encoded results go through arrow-flight's
 /// encoder (which sends their values, as clients expect); the rest without the copy.
-pub fn encode(
+pub(crate) fn encode(
     schema: SchemaRef,
     batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
 ) -> FrameStream {
@@ -317,7 +317,7 @@ impl IpcMessages {
 
 /// tonic's codec for DoGet: decodes the ticket with prost and encodes [`Frame`]s.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct FrameCodec;
+pub(crate) struct FrameCodec;
 
 impl Codec for FrameCodec {
     type Encode = Frame;
@@ -335,7 +335,7 @@ impl Codec for FrameCodec {
 }
 
 #[derive(Debug)]
-pub struct FrameEncoder;
+pub(crate) struct FrameEncoder;
 
 impl Encoder for FrameEncoder {
     type Item = Frame;
@@ -349,7 +349,7 @@ impl Encoder for FrameEncoder {
 }
 
 #[derive(Debug)]
-pub struct TicketDecoder;
+pub(crate) struct TicketDecoder;
 
 impl Decoder for TicketDecoder {
     type Item = Ticket;
@@ -363,7 +363,7 @@ impl Decoder for TicketDecoder {
 }
 
 /// A DoGet response body.
-pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
+pub(crate) type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
 
 #[cfg(test)]
 mod tests {

@@ -125,7 +125,7 @@ const SYSTEM_FUNCTIONS: &[&str] = &[
     "version",
 ];
 
-pub fn sql_info() -> SqlInfoData {
+pub(crate) fn sql_info() -> SqlInfoData {
     let mut b = SqlInfoDataBuilder::new();
     // Server.
     b.append(SqlInfo::FlightSqlServerName, "meshql");

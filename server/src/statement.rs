@@ -28,7 +28,7 @@ use super::status::{df_status, status};
 
 /// What a ticket or prepared-statement handle carries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Handle {
+pub(crate) struct Handle {
     /// The statement, with `?` already rewritten to `$1..$n`.
     pub sql: String,
     /// Bound parameters: one row as an Arrow IPC stream, LZ4 (size first), base64. The
@@ -44,23 +44,23 @@ pub struct Handle {
 
 /// The most bound parameters may take in a handle, encoded: the handle travels in
 /// replies and tickets that clients cap at 16 MiB by default.
-pub const MAX_ENCODED_PARAMS: usize = 8 << 20;
+pub(crate) const MAX_ENCODED_PARAMS: usize = 8 << 20;
 /// The most they may take decoded (no handle expands past this).
 const MAX_DECODED_PARAMS: usize = 256 << 20;
 
 impl Handle {
-    pub fn new(sql: &str) -> Self {
+    pub(crate) fn new(sql: &str) -> Self {
         Handle {
             sql: rewrite_placeholders(sql),
             params: None,
         }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, Status> {
         serde_json::from_slice(bytes).map_err(|_| {
             Status::invalid_argument(
                 "unknown ticket or statement handle: prepare the statement again",
@@ -68,7 +68,7 @@ impl Handle {
         })
     }
 
-    pub fn with_params(mut self, batch: &RecordBatch) -> Result<Self, Status> {
+    pub(crate) fn with_params(mut self, batch: &RecordBatch) -> Result<Self, Status> {
         let mut bytes = Vec::new();
         let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())
             .map_err(|e| Status::invalid_argument(format!("invalid parameters: {e}")))?;
@@ -127,7 +127,7 @@ impl Handle {
 
 /// DataFusion reads every `?` as the same placeholder: number them `$1..$n`, outside
 /// string literals, quoted identifiers and comments.
-pub fn rewrite_placeholders(sql: &str) -> String {
+pub(crate) fn rewrite_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut n = 0;
     let mut chars = sql.chars().peekable();
@@ -164,7 +164,7 @@ pub fn rewrite_placeholders(sql: &str) -> String {
 /// Plan `handle` for `user`, under `user`'s policies, with parameters bound. Handles
 /// carry no plan: each call plans again for whoever presents it, so a handle made by
 /// one user never runs with another's rights.
-pub async fn plan(
+pub(crate) async fn plan(
     engine: &MeshEngine,
     user: &Identity,
     handle: &Handle,
@@ -189,7 +189,7 @@ pub async fn plan(
 
 /// The parameter schema of a prepared statement: `$1..$n`, nullable, with a concrete
 /// type (Utf8 when DataFusion cannot infer one).
-pub fn parameter_schema(df: &DataFrame) -> Result<Schema, Status> {
+pub(crate) fn parameter_schema(df: &DataFrame) -> Result<Schema, Status> {
     let types = df.logical_plan().get_parameter_types().map_err(df_status)?;
     let mut fields: Vec<(usize, Field)> = types
         .into_iter()
@@ -246,7 +246,11 @@ fn to_client_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch
 /// Execute `df` and stream it as Flight data, batch by batch. Dropping the stream (a
 /// client that goes away) drops the DataFusion stream, which cancels the query. Logs
 /// one line per query when the stream ends.
-pub async fn execute(planned: Planned, user: &Identity, sql: &str) -> Result<FrameStream, Status> {
+pub(crate) async fn execute(
+    planned: Planned,
+    user: &Identity,
+    sql: &str,
+) -> Result<FrameStream, Status> {
     let schema = client_schema(planned.df().schema().as_arrow());
     let started = Instant::now();
     let stream = planned.execute_plain_strings().await.map_err(status)?;

@@ -5,7 +5,7 @@ use datafusion::error::DataFusionError;
 use meshql_engine::Error;
 use tonic::{Code, Status};
 
-pub fn status(err: Error) -> Status {
+pub(crate) fn status(err: Error) -> Status {
     match err {
         Error::DataFusion(e) => match Error::find(&e) {
             // An engine error an operator or catalog raised inside DataFusion: its code,
@@ -66,7 +66,7 @@ fn engine_status(err: &Error) -> Result<Code, Status> {
 /// protobuf, a string field that is not UTF-8) with INTERNAL and the parser's debug
 /// text; it is the client's request that is wrong, so say so with INVALID_ARGUMENT.
 /// Its `ParseError`s come only from decoding what the client sent.
-pub fn undecodable_request(status: Status) -> Status {
+pub(crate) fn undecodable_request(status: Status) -> Status {
     if status.code() == Code::Internal && status.message().starts_with("ParseError(") {
         let detail = status
             .message()
@@ -77,7 +77,7 @@ pub fn undecodable_request(status: Status) -> Status {
     status
 }
 
-pub fn df_status(e: DataFusionError) -> Status {
+pub(crate) fn df_status(e: DataFusionError) -> Status {
     status(Error::DataFusion(e))
 }
 

@@ -14,12 +14,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a failure counts.
-pub const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 /// Names and addresses tracked at once, each.
 const MAX_TRACKED: usize = 10_000;
 
 #[derive(Debug)]
-pub struct SignInThrottle {
+pub(crate) struct SignInThrottle {
     pub max_failures: usize,
     users: Mutex<HashMap<String, VecDeque<Instant>>>,
     addresses: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
@@ -28,7 +28,7 @@ pub struct SignInThrottle {
 impl SignInThrottle {
     /// `max_failures` per user name; an address may fail three times as often (several
     /// people behind one NAT mistype passwords too).
-    pub fn new(max_failures: usize) -> Self {
+    pub(crate) fn new(max_failures: usize) -> Self {
         SignInThrottle {
             max_failures: max_failures.max(1),
             users: Mutex::new(HashMap::new()),
@@ -37,7 +37,7 @@ impl SignInThrottle {
     }
 
     /// `Err(seconds to wait)` if sign-ins for `user` or from `address` are refused now.
-    pub fn check(&self, user: &str, address: Option<IpAddr>) -> Result<(), u64> {
+    pub(crate) fn check(&self, user: &str, address: Option<IpAddr>) -> Result<(), u64> {
         let now = Instant::now();
         let by_user = wait(&self.users, user, self.max_failures, now);
         let by_address = address
@@ -51,7 +51,7 @@ impl SignInThrottle {
 
     /// Count a failure. True while neither the name nor the address is over its bound
     /// (failures past it are not worth an audit record each).
-    pub fn failed(&self, user: &str, address: Option<IpAddr>) -> bool {
+    pub(crate) fn failed(&self, user: &str, address: Option<IpAddr>) -> bool {
         let now = Instant::now();
         let mut within = record(&self.users, user.to_string(), now) <= self.max_failures;
         if let Some(a) = address {
@@ -61,7 +61,7 @@ impl SignInThrottle {
     }
 
     /// A right password clears the user's failures (not the address's).
-    pub fn succeeded(&self, user: &str) {
+    pub(crate) fn succeeded(&self, user: &str) {
         if let Ok(mut users) = self.users.lock() {
             users.remove(user);
         }

@@ -7,7 +7,7 @@ use meshql_engine::mesh::port::{PortKind, PortState};
 
 use super::MeshArgs;
 
-pub async fn run(args: &MeshArgs) -> ExitCode {
+pub(super) async fn run(args: &MeshArgs) -> ExitCode {
     let engine = match args.open().await {
         Ok(engine) => engine,
         Err(Error::Config(problems)) => {

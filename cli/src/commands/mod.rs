@@ -15,7 +15,7 @@ use crate::output::Format;
 
 #[derive(Debug, Parser)]
 #[command(name = "meshql", version, about = "Federated SQL over a data mesh", long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -58,7 +58,7 @@ enum Command {
 
 /// Which mesh to load.
 #[derive(Debug, Args)]
-pub struct MeshArgs {
+pub(crate) struct MeshArgs {
     /// The main mesh file.
     #[arg(long, env = "MESHQL_CONFIG", required_unless_present = "demo")]
     config: Option<PathBuf>,
@@ -189,7 +189,10 @@ impl MeshArgs {
 /// Who embedded statements run as. A governed mesh needs a declared user (no password:
 /// whoever runs the embedded engine can read the mesh files anyway); an open mesh
 /// lets everyone read everything.
-pub fn embedded_identity(engine: &MeshEngine, user: Option<&str>) -> Result<Identity, String> {
+pub(crate) fn embedded_identity(
+    engine: &MeshEngine,
+    user: Option<&str>,
+) -> Result<Identity, String> {
     let Some(access) = engine.access().filter(|_| engine.is_governed()) else {
         return Ok(user.map_or_else(Identity::anonymous, |u| Identity::new(u, Vec::new())));
     };
@@ -209,7 +212,7 @@ pub fn embedded_identity(engine: &MeshEngine, user: Option<&str>) -> Result<Iden
     }
 }
 
-pub async fn run(cli: Cli) -> ExitCode {
+pub(crate) async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { mesh } => check::run(&mesh).await,
         Command::Query {

@@ -5,7 +5,12 @@ use std::process::ExitCode;
 use super::MeshArgs;
 use crate::output::{Format, print_stream};
 
-pub async fn run(args: &MeshArgs, format: Format, user: Option<&str>, sql: &str) -> ExitCode {
+pub(super) async fn run(
+    args: &MeshArgs,
+    format: Format,
+    user: Option<&str>,
+    sql: &str,
+) -> ExitCode {
     let engine = match args.open().await {
         Ok(engine) => engine,
         Err(e) => {

@@ -9,7 +9,7 @@ use clap::Args;
 use super::MeshArgs;
 
 #[derive(Debug, Args)]
-pub struct ReplArgs {
+pub(super) struct ReplArgs {
     /// The main mesh file (embedded engine).
     #[arg(long, env = "MESHQL_CONFIG", conflicts_with = "connect")]
     config: Option<PathBuf>,
@@ -31,7 +31,7 @@ pub struct ReplArgs {
     tls_ca: Option<PathBuf>,
 }
 
-pub async fn run(args: &ReplArgs) -> ExitCode {
+pub(super) async fn run(args: &ReplArgs) -> ExitCode {
     let (backend, banner) = match &args.connect {
         Some(url) => {
             let password = match &args.user {

@@ -11,7 +11,7 @@ use meshql_server::{ServeOptions, serve};
 use super::MeshArgs;
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(super) struct ServeArgs {
     /// Address to listen on; port 0 lets the OS choose (the chosen one is printed).
     #[arg(long, env = "MESHQL_BIND", default_value = "127.0.0.1:50051")]
     bind: SocketAddr,
@@ -45,7 +45,7 @@ pub struct ServeArgs {
     drain_timeout_s: u64,
 }
 
-pub async fn run(mesh: &MeshArgs, args: &ServeArgs) -> ExitCode {
+pub(super) async fn run(mesh: &MeshArgs, args: &ServeArgs) -> ExitCode {
     let engine = match mesh.open().await {
         Ok(engine) => engine,
         Err(e) => {

@@ -12,9 +12,9 @@ use futures::{StreamExt, TryStreamExt};
 use meshql_engine::MeshSession;
 use tonic::transport::Channel;
 
-pub type Batches = BoxStream<'static, Result<RecordBatch, String>>;
+pub(super) type Batches = BoxStream<'static, Result<RecordBatch, String>>;
 
-pub enum Backend {
+pub(crate) enum Backend {
     /// One session for the whole shell: settings made with SET persist.
     Embedded(Box<MeshSession>),
     Remote(Box<FlightSqlServiceClient<Channel>>),
@@ -22,7 +22,7 @@ pub enum Backend {
 
 impl Backend {
     /// Connect to `url` (`grpc://` or `grpc+tls://`), signing in when `user` is given.
-    pub async fn connect(
+    pub(crate) async fn connect(
         url: &str,
         user: Option<(&str, &str)>,
         ca_pem: Option<Vec<u8>>,
@@ -56,7 +56,7 @@ impl Backend {
     }
 
     /// Plan and start `sql`.
-    pub async fn run(&mut self, sql: &str) -> Result<(SchemaRef, Batches), String> {
+    pub(crate) async fn run(&mut self, sql: &str) -> Result<(SchemaRef, Batches), String> {
         match self {
             Backend::Embedded(session) => {
                 let planned = session.plan(sql).await.map_err(|e| e.to_string())?;
@@ -92,7 +92,7 @@ impl Backend {
     }
 
     /// All rows of `sql`, for the REPL's own lookups (completion, `\d`).
-    pub async fn rows(&mut self, sql: &str) -> Result<Vec<RecordBatch>, String> {
+    pub(crate) async fn rows(&mut self, sql: &str) -> Result<Vec<RecordBatch>, String> {
         let (_, batches) = self.run(sql).await?;
         batches.try_collect().await
     }

@@ -52,7 +52,7 @@ const KEYWORDS: &[&str] = &[
 ];
 
 #[derive(Helper, Highlighter, Hinter)]
-pub struct ReplHelper {
+pub(super) struct ReplHelper {
     /// Names from the mesh, refreshed at start (shared with the REPL loop).
     pub names: Arc<RwLock<Vec<String>>>,
 }

@@ -23,7 +23,7 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Config, Editor};
 
-pub use backend::Backend;
+pub(crate) use backend::Backend;
 use complete::ReplHelper;
 
 use crate::output::{Format, print_stream};
@@ -46,7 +46,7 @@ Statements end with `;` and may span lines. Tab completes keywords and names.
   \\q              quit (also Ctrl-D)
 Ctrl-C cancels the running statement, or clears the line being typed.";
 
-pub struct Repl {
+pub(crate) struct Repl {
     backend: Backend,
     format: Format,
     timing: bool,
@@ -54,7 +54,7 @@ pub struct Repl {
 }
 
 impl Repl {
-    pub fn new(backend: Backend) -> Self {
+    pub(crate) fn new(backend: Backend) -> Self {
         Repl {
             backend,
             format: Format::Table,
@@ -64,7 +64,7 @@ impl Repl {
     }
 
     /// Read, evaluate, print until `\q` or Ctrl-D.
-    pub async fn run(mut self, banner: &str) -> Result<(), String> {
+    pub(crate) async fn run(mut self, banner: &str) -> Result<(), String> {
         let config = Config::builder()
             .auto_add_history(true)
             .max_history_size(10_000)

@@ -51,7 +51,7 @@ use copy_binary::CopyDecoder;
 const BATCH_ROWS: usize = 8192;
 
 #[derive(Debug)]
-pub struct PostgresConnector;
+pub(crate) struct PostgresConnector;
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]

@@ -13,7 +13,7 @@ use crate::problem::Problem;
 use meshql_config::PortName;
 use meshql_config::decode::closest;
 
-pub async fn validate(governance: &Governance) -> Vec<Problem> {
+pub(super) async fn validate(governance: &Governance) -> Vec<Problem> {
     let Some(policies) = governance.policies() else {
         return Vec::new();
     };

@@ -90,7 +90,7 @@ fn rewrite_expr(
 /// A decimal `BinaryExpr` (`+`, `-`, `*`) that skips the overflow check where the
 /// operands cannot overflow. It prints, types and analyses as the expression it wraps.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DecimalArithExpr {
+pub(super) struct DecimalArithExpr {
     binary: BinaryExpr,
 }
 

@@ -151,7 +151,7 @@ impl Segments {
 /// A `LIKE` whose pattern is literal words between `%`s. Prints and types as the
 /// `LikeExpr` it replaces.
 #[derive(Debug)]
-pub struct LikeSegmentsExpr {
+pub(super) struct LikeSegmentsExpr {
     like: LikeExpr,
     segments: Segments,
 }

@@ -102,7 +102,7 @@ impl PhysicalOptimizerRule for ConditionsOnSurvivors {
 /// The conjunction of `conditions` as a filter predicate: true where every condition is
 /// true, false elsewhere (NULL included). Prints as the `AND` it replaces.
 #[derive(Debug, Clone)]
-pub struct SurvivorsAnd {
+pub(super) struct SurvivorsAnd {
     conditions: Vec<Condition>,
     /// The input schema, to rebuild conditions in `with_new_children`.
     input: SchemaRef,
@@ -247,7 +247,10 @@ fn scatter(survivors: &BooleanBuffer, holds: &BooleanBuffer) -> BooleanBuffer {
 }
 
 impl SurvivorsAnd {
-    pub fn try_new(conditions: Vec<Arc<dyn PhysicalExpr>>, input: SchemaRef) -> Result<Self> {
+    pub(super) fn try_new(
+        conditions: Vec<Arc<dyn PhysicalExpr>>,
+        input: SchemaRef,
+    ) -> Result<Self> {
         let display = conjunction(conditions.iter().cloned());
         let conditions = conditions
             .into_iter()

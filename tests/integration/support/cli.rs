@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use super::fixture::fixture;
 
 /// `meshql ARGS...` with the test mesh's environment; returns the finished process.
-pub fn meshql(args: &[&str]) -> Output {
+pub(crate) fn meshql(args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshql"));
     cmd.args(args).env("MESHQL_LOG", "error");
     for (k, v) in fixture().env() {
@@ -16,7 +16,7 @@ pub fn meshql(args: &[&str]) -> Output {
 }
 
 /// `meshql ARGS...` without the fixture (for meshes that need no S3).
-pub fn meshql_plain(args: &[&str], cwd: Option<&Path>) -> Output {
+pub(crate) fn meshql_plain(args: &[&str], cwd: Option<&Path>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshql"));
     cmd.args(args).env("MESHQL_LOG", "error");
     if let Some(dir) = cwd {
@@ -25,10 +25,10 @@ pub fn meshql_plain(args: &[&str], cwd: Option<&Path>) -> Output {
     cmd.output().expect("run meshql")
 }
 
-pub fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-pub fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

@@ -16,11 +16,11 @@ use super::server::Server;
 use super::slt::TEST_PASSWORD;
 
 /// Password of the node's users (`gateway`, `geo_admin`).
-pub const NODE_PASSWORD: &str = "node test:pw";
+pub(crate) const NODE_PASSWORD: &str = "node test:pw";
 /// What the gateway signs its users' names with, and the node trusts.
-pub const DELEGATION_SECRET: &str = "delegation test secret";
+pub(crate) const DELEGATION_SECRET: &str = "delegation test secret";
 
-pub struct Federation {
+pub(crate) struct Federation {
     pub pg: PgCluster,
     pub node: Option<Server>,
     pub mesh: PathBuf,
@@ -31,7 +31,7 @@ pub struct Federation {
 impl Federation {
     /// A whole fixture of its own: PostgreSQL, data and the node. Fault tests use one
     /// each, since they stop its parts.
-    pub async fn build() -> Federation {
+    pub(crate) async fn build() -> Federation {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().to_path_buf();
         copy_dir(
@@ -82,7 +82,7 @@ impl Federation {
     }
 
     /// (Re)start the geo node on a fresh port.
-    pub fn start_node(&mut self) {
+    pub(crate) fn start_node(&mut self) {
         let env = vec![
             (
                 "MESHQL_TEST_NODE_PASSWORD".to_string(),
@@ -96,7 +96,7 @@ impl Federation {
         self.node = Some(Server::start(&self.root.join("node/mesh.yaml"), &env, &[]));
     }
 
-    pub fn node_url(&self) -> String {
+    pub(crate) fn node_url(&self) -> String {
         self.node
             .as_ref()
             .map(|n| n.url.clone())
@@ -104,7 +104,7 @@ impl Federation {
     }
 
     /// Environment the gateway mesh reads.
-    pub fn env(&self) -> Vec<(String, String)> {
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
         vec![
             ("MESHQL_TEST_PG_PORT".into(), self.pg.port.to_string()),
             ("MESHQL_TEST_PG_PASSWORD".into(), PG_PASSWORD.into()),
@@ -119,7 +119,7 @@ impl Federation {
     }
 
     /// An embedded gateway engine over this fixture.
-    pub async fn engine(&self, subplan_pushdown: bool) -> MeshEngine {
+    pub(crate) async fn engine(&self, subplan_pushdown: bool) -> MeshEngine {
         let env = self.env();
         let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let spec = meshql_engine::config::load_mesh_with_env(&self.mesh, &lookup)
@@ -133,7 +133,7 @@ impl Federation {
 }
 
 /// The shared fixture (never stopped), built on first use.
-pub fn federation() -> &'static Federation {
+pub(crate) fn federation() -> &'static Federation {
     static FEDERATION: OnceLock<Federation> = OnceLock::new();
     FEDERATION.get_or_init(|| {
         std::thread::spawn(|| {
@@ -149,17 +149,17 @@ pub fn federation() -> &'static Federation {
 }
 
 /// The platform admin of the gateway mesh.
-pub fn root() -> Identity {
+pub(crate) fn root() -> Identity {
     Identity::new("root", vec!["platform".to_string()])
 }
 
 /// An analyst: customer rows of nation 3 only, phones masked.
-pub fn analyst() -> Identity {
+pub(crate) fn analyst() -> Identity {
     Identity::new("ana", vec!["analysts".to_string()])
 }
 
 /// Shared engines over the shared fixture, with subplan pushdown on and off.
-pub async fn engines() -> (Arc<MeshEngine>, Arc<MeshEngine>) {
+pub(crate) async fn engines() -> (Arc<MeshEngine>, Arc<MeshEngine>) {
     let f = federation();
     (
         Arc::new(f.engine(true).await),

@@ -19,9 +19,9 @@ use url::Url;
 use super::s3::S3Server;
 
 /// Scale factor of the test data: 1500 customers, 15000 orders, ~60000 order lines.
-pub const TEST_SF: f64 = 0.01;
+pub(crate) const TEST_SF: f64 = 0.01;
 
-pub struct Fixture {
+pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
     /// The main mesh file.
     pub mesh: PathBuf,
@@ -32,13 +32,13 @@ pub struct Fixture {
 
 impl Fixture {
     /// Environment the test mesh reads (`${env:...}`).
-    pub fn env(&self) -> Vec<(String, String)> {
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
         let mut env = self.s3.env();
         env.push(("MESHQL_TEST_BUCKET".into(), self.bucket.clone()));
         env
     }
 
-    pub fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
+    pub(crate) fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
         move |name| {
             self.env()
                 .into_iter()
@@ -48,11 +48,11 @@ impl Fixture {
     }
 
     /// A fresh engine over the test mesh.
-    pub async fn engine(&self) -> MeshEngine {
+    pub(crate) async fn engine(&self) -> MeshEngine {
         self.engine_with(&Default::default()).await
     }
 
-    pub async fn engine_with(&self, options: &meshql_engine::EngineOptions) -> MeshEngine {
+    pub(crate) async fn engine_with(&self, options: &meshql_engine::EngineOptions) -> MeshEngine {
         let spec = meshql_engine::config::load_mesh_with_env(&self.mesh, &self.lookup())
             .expect("test mesh loads");
         MeshEngine::from_spec_with(spec, &meshql_connectors::default_connectors(), options).await
@@ -60,7 +60,7 @@ impl Fixture {
 }
 
 /// The shared fixture, built on first use.
-pub fn fixture() -> &'static Fixture {
+pub(crate) fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         // Build on a runtime of its own: test runtimes come and go.
@@ -193,7 +193,7 @@ fn dir_url(path: &Path) -> Url {
     Url::from_directory_path(path).expect("absolute")
 }
 
-pub fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read fixture dir") {
         let entry = entry.expect("entry");
@@ -207,7 +207,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// An S3 client for the test server.
-pub fn s3_store(s3: &S3Server, bucket: &str) -> Arc<dyn ObjectStore> {
+pub(crate) fn s3_store(s3: &S3Server, bucket: &str) -> Arc<dyn ObjectStore> {
     Arc::new(
         AmazonS3Builder::new()
             .with_bucket_name(bucket)
@@ -221,7 +221,7 @@ pub fn s3_store(s3: &S3Server, bucket: &str) -> Arc<dyn ObjectStore> {
     )
 }
 
-pub async fn put(store: &dyn ObjectStore, path: &str, bytes: Vec<u8>) {
+pub(crate) async fn put(store: &dyn ObjectStore, path: &str, bytes: Vec<u8>) {
     store
         .put(&ObjectPath::from(path), bytes.into())
         .await

@@ -1,11 +1,11 @@
 //! Shared test support: the fixture mesh, the S3 server, the slt runner, the binary.
 
-pub mod cli;
-pub mod federation;
-pub mod fixture;
-pub mod pg;
-pub mod reaper;
-pub mod s3;
-pub mod server;
-pub mod slt;
-pub mod sql;
+pub(crate) mod cli;
+pub(crate) mod federation;
+pub(crate) mod fixture;
+pub(crate) mod pg;
+pub(crate) mod reaper;
+pub(crate) mod s3;
+pub(crate) mod server;
+pub(crate) mod slt;
+pub(crate) mod sql;

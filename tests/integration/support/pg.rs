@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The password of the cluster's superuser `meshql` (TCP sign-in uses scram-sha-256).
-pub const PG_PASSWORD: &str = "pg test:pw";
+pub(crate) const PG_PASSWORD: &str = "pg test:pw";
 
-pub struct PgCluster {
+pub(crate) struct PgCluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
     pub port: u16,
@@ -20,7 +20,7 @@ pub struct PgCluster {
 
 impl PgCluster {
     /// initdb and start. Panics with what to install when the binaries are missing.
-    pub fn start() -> PgCluster {
+    pub(crate) fn start() -> PgCluster {
         let bin = find_bin().unwrap_or_else(|| {
             panic!(
                 "PostgreSQL server binaries not found (looked for MESHQL_PG_BIN, then \
@@ -85,7 +85,7 @@ impl PgCluster {
     }
 
     /// (Re)start the server on its port.
-    pub fn start_server(&self) {
+    pub(crate) fn start_server(&self) {
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c full_page_writes=off -c log_statement=all",
             self.port,
@@ -108,7 +108,7 @@ impl PgCluster {
     }
 
     /// Stop the server at once (as a crash would), keeping the data.
-    pub fn stop_server(&self) {
+    pub(crate) fn stop_server(&self) {
         self.run(
             "pg_ctl",
             &[
@@ -123,7 +123,7 @@ impl PgCluster {
     }
 
     /// Every statement the server has received so far (`log_statement = all`).
-    pub fn statements(&self) -> String {
+    pub(crate) fn statements(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
@@ -153,12 +153,12 @@ impl PgCluster {
     }
 
     /// Run SQL (psql script syntax, `\copy` included) in `db` as `meshql` over TCP.
-    pub fn psql(&self, db: &str, script: &str) {
+    pub(crate) fn psql(&self, db: &str, script: &str) {
         self.psql_with(db, &["-c", script], script);
     }
 
     /// Run a psql script file (statements and `\copy` lines) in `db`.
-    pub fn psql_file(&self, db: &str, file: &Path) {
+    pub(crate) fn psql_file(&self, db: &str, file: &Path) {
         self.psql_with(db, &["-f", path_str(file)], &file.display().to_string());
     }
 
@@ -248,7 +248,7 @@ fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 
 /// Run `shell` once this process is gone: a shell blocks reading a pipe whose only
 /// writer is this process, so the read returns at exit.
-pub fn at_exit(shell: &str) -> Child {
+pub(crate) fn at_exit(shell: &str) -> Child {
     Command::new("sh")
         .args(["-c", &format!("read _ignored; {shell}")])
         .stdin(Stdio::piped())

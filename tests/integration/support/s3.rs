@@ -7,14 +7,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::fixture::{put, s3_store};
 
-pub struct S3Server {
+pub(crate) struct S3Server {
     pub endpoint: String,
     pub key: String,
     pub secret: String,
 }
 
 impl S3Server {
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let endpoint = std::env::var("MESHQL_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
             panic!(
                 "MESHQL_TEST_S3_ENDPOINT is not set: these tests need an S3-compatible server. \
@@ -28,7 +28,7 @@ impl S3Server {
         }
     }
 
-    pub fn env(&self) -> Vec<(String, String)> {
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
         vec![
             ("MESHQL_TEST_S3_ENDPOINT".into(), self.endpoint.clone()),
             ("MESHQL_TEST_S3_KEY".into(), self.key.clone()),
@@ -37,7 +37,7 @@ impl S3Server {
     }
 
     /// CreateBucket, as a plain HTTP PUT (the object_store crate does not create buckets).
-    pub async fn create_bucket(&self, bucket: &str) {
+    pub(crate) async fn create_bucket(&self, bucket: &str) {
         let host = self
             .endpoint
             .trim_start_matches("http://")
@@ -64,7 +64,7 @@ impl S3Server {
     }
 
     /// Upload every file under `dir` to `bucket`, keeping relative paths.
-    pub async fn upload_dir(&self, bucket: &str, dir: &Path) {
+    pub(crate) async fn upload_dir(&self, bucket: &str, dir: &Path) {
         let store = s3_store(self, bucket);
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {

@@ -8,7 +8,7 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use tonic::transport::Channel;
 
 /// A running server, killed when dropped.
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     pub url: String,
     /// Kills the server if this process exits without dropping it.
@@ -18,7 +18,7 @@ pub struct Server {
 impl Server {
     /// `meshql serve --config MESH --bind 127.0.0.1:0 EXTRA...` with `env`; waits for the
     /// `listening on` line (no sleeps).
-    pub fn start(mesh: &Path, env: &[(String, String)], extra: &[&str]) -> Server {
+    pub(crate) fn start(mesh: &Path, env: &[(String, String)], extra: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshql"));
         cmd.args(["serve", "--config"])
             .arg(mesh)
@@ -52,11 +52,11 @@ impl Server {
         Server { child, url, reaper }
     }
 
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         self.url.replace("grpc://", "http://")
     }
 
-    pub async fn client(&self) -> FlightSqlServiceClient<Channel> {
+    pub(crate) async fn client(&self) -> FlightSqlServiceClient<Channel> {
         let channel = Channel::from_shared(self.endpoint())
             .expect("url")
             .connect()
@@ -66,12 +66,12 @@ impl Server {
     }
 
     /// The exit status if the process has ended (crashed or aborted).
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
     /// Send SIGTERM and wait for the process.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())

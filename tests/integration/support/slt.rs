@@ -13,7 +13,7 @@ use sqllogictest::{DBOutput, DefaultColumnType};
 
 /// One embedded connection to the test mesh.
 /// The password of every user of the policy test mesh (tests/fixtures/policy).
-pub const TEST_PASSWORD: &str = "policy test:pw";
+pub(crate) const TEST_PASSWORD: &str = "policy test:pw";
 
 /// A `\user NAME` line switches the connection to that user (embedded: a session of
 /// that identity; Flight SQL: a sign-in). Policy files start every block with one.
@@ -21,20 +21,20 @@ fn user_switch(sql: &str) -> Option<&str> {
     sql.trim().strip_prefix("\\user ").map(str::trim)
 }
 
-pub struct EngineDb {
+pub(crate) struct EngineDb {
     pub engine: Arc<MeshEngine>,
     pub session: meshql_engine::MeshSession,
 }
 
 impl EngineDb {
-    pub fn new(engine: Arc<MeshEngine>) -> Self {
+    pub(crate) fn new(engine: Arc<MeshEngine>) -> Self {
         let session = engine.session(&meshql_engine::Identity::anonymous());
         EngineDb { engine, session }
     }
 }
 
 #[derive(Debug)]
-pub struct SltError(pub String);
+pub(crate) struct SltError(pub String);
 
 impl std::fmt::Display for SltError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,7 +101,7 @@ fn output(
     })
 }
 
-pub fn column_type(t: &DataType) -> DefaultColumnType {
+pub(crate) fn column_type(t: &DataType) -> DefaultColumnType {
     match t {
         t if t.is_integer() => DefaultColumnType::Integer,
         DataType::Float16 | DataType::Float32 | DataType::Float64 => {
@@ -116,7 +116,7 @@ pub fn column_type(t: &DataType) -> DefaultColumnType {
 }
 
 /// All rows of `sql` run as `who`, as text (see [`rows`]); errors as their message.
-pub async fn query(
+pub(crate) async fn query(
     engine: &meshql_engine::MeshEngine,
     who: &meshql_engine::Identity,
     sql: &str,
@@ -134,7 +134,7 @@ pub async fn query(
 }
 
 /// Values as text: NULL for nulls, `(empty)` for empty strings (slt cannot show them).
-pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, String> {
+pub(crate) fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, String> {
     let options = FormatOptions::default().with_null("NULL");
     let mut out = Vec::new();
     for batch in batches {
@@ -165,7 +165,7 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, String> {
 
 /// Every `.slt` file under tests/slt, optionally filtered by `MESHQL_SLT` (substring).
 /// The .slt files of `tests/<subdir>`.
-pub fn slt_files(subdir: &str) -> Vec<PathBuf> {
+pub(crate) fn slt_files(subdir: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests")
         .join(subdir);
@@ -187,7 +187,7 @@ pub fn slt_files(subdir: &str) -> Vec<PathBuf> {
 
 /// Run (or with `MESHQL_SLT_COMPLETE=1`, rewrite the expected output of) every file
 /// against connections made by `connect`. Panics listing every failing file.
-pub async fn run_all<D, F, Fut>(subdir: &str, connect: F)
+pub(crate) async fn run_all<D, F, Fut>(subdir: &str, connect: F)
 where
     D: sqllogictest::AsyncDB<ColumnType = DefaultColumnType> + 'static,
     F: Fn() -> Fut + Clone + Send + 'static,
@@ -223,14 +223,14 @@ where
 
 /// One Flight SQL connection to a running `meshql serve`: the same .slt files, through
 /// the protocol clients use.
-pub struct FlightDb {
+pub(crate) struct FlightDb {
     pub client: arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
     /// Run every query as a prepared statement (the JDBC driver's way).
     pub prepared: bool,
 }
 
 impl FlightDb {
-    pub async fn connect(endpoint: String, prepared: bool) -> Result<Self, SltError> {
+    pub(crate) async fn connect(endpoint: String, prepared: bool) -> Result<Self, SltError> {
         let channel = tonic::transport::Channel::from_shared(endpoint)
             .map_err(|e| SltError(e.to_string()))?
             .connect()

@@ -4,7 +4,7 @@ use arrow::array::{AsArray, RecordBatch};
 use meshql_engine::MeshEngine;
 
 /// Every batch of `sql`; panics naming the statement if it fails.
-pub async fn collect(engine: &MeshEngine, sql: &str) -> Vec<RecordBatch> {
+pub(crate) async fn collect(engine: &MeshEngine, sql: &str) -> Vec<RecordBatch> {
     let stream = engine
         .sql(sql)
         .await
@@ -18,7 +18,7 @@ pub async fn collect(engine: &MeshEngine, sql: &str) -> Vec<RecordBatch> {
 }
 
 /// The physical plan of `sql`, as text.
-pub async fn physical_plan(engine: &MeshEngine, sql: &str) -> String {
+pub(crate) async fn physical_plan(engine: &MeshEngine, sql: &str) -> String {
     let batches = collect(engine, &format!("EXPLAIN {sql}")).await;
     let mut out = String::new();
     for batch in &batches {

@@ -19,7 +19,7 @@ struct Request {
 
 /// Open the mesh at `config`; then run the 22 queries (one warm-up, then `runs` times
 /// each, printing medians) or, as a worker, answer statements read from stdin.
-pub async fn run(config: &Path, sf: f64, runs: usize, worker: bool) -> ExitCode {
+pub(crate) async fn run(config: &Path, sf: f64, runs: usize, worker: bool) -> ExitCode {
     let engine = match MeshEngine::open(config, &meshql_connectors::default_connectors()).await {
         Ok(engine) => engine,
         Err(e) => {
