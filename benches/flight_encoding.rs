@@ -6,7 +6,7 @@
 //! arrow-flight's `FlightDataEncoder` with prost (two copies of every buffer where
 //! meshql makes one). Criterion reports batches per second.
 //!
-//! `cargo bench --bench flight_encoding` (see benches/README.md).
+//! `cargo bench --bench flight_encoding` (see docs/benchmarks.md#flight-encoding).
 
 // A benchmark, like a test, should stop at the first failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

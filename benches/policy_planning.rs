@@ -2,7 +2,8 @@
 //! same statements on an open mesh, on a governed mesh as an admin (no policy applies)
 //! and as a user under row filters, masks and a tag policy, with 40 rules in the file.
 //!
-//! `cargo bench --bench policy_planning` (see benches/README.md for the latest figures).
+//! `cargo bench --bench policy_planning` (latest figures:
+//! docs/benchmarks.md#planning-cost-of-policies).
 
 // A benchmark, like a test, should stop at the first failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -3,7 +3,7 @@
 //! and a mask: parsing, the mesh catalog and the policy rewrite (DataFusion optimizes and
 //! plans physically when the statement runs, which this does not measure).
 //!
-//! `cargo bench --bench tpch_planning` (see benches/README.md).
+//! `cargo bench --bench tpch_planning` (see docs/benchmarks.md#planning-cost-of-policies).
 
 // A benchmark, like a test, should stop at the first failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,5 +1,5 @@
 //! Defaults shared by the keys of remote SQL sources (`postgres`, `flight_sql`), so
-//! the README's one table of defaults stays true for both.
+//! the one table of defaults (docs/guide/mesh-files.md#sources) stays true for both.
 
 /// `connect_timeout_s`: connecting, or waiting for a pooled connection.
 pub(crate) fn connect_timeout() -> u64 {

@@ -3,11 +3,12 @@
 //! mimalloc gives freed pages back to the kernel a second after they fall free. A query
 //! engine frees most of its memory at the end of each query (hash tables, aggregation
 //! state, decoded batches) and needs it again for the next one, so the kernel has to
-//! fault and zero those pages afresh every time: on the 2-core VM of the benchmark, the
-//! 22 TPC-H queries at SF1 spent a fifth of their CPU in the kernel's `clear_page_erms`,
-//! and the queries with the largest hash tables (Q18, Q21, Q9) took up to 1.7x as long as
-//! with the memory kept. Keeping it bounds the process at its peak (which the memory
-//! pool, `--memory-limit`, bounds in turn), as a database's buffer pool does.
+//! fault and zero those pages afresh every time: without the memory kept, the TPC-H
+//! queries spend a large share of their CPU in the kernel's `clear_page_erms`, the
+//! queries with the largest hash tables (Q18, Q21, Q9) most (figures:
+//! docs/benchmarks/log.md#2026-12-04-freed-memory-kept-for-the-next-query-kept). Keeping
+//! it bounds the process at its peak (which the memory pool, `--memory-limit`, bounds in
+//! turn), as a database's buffer pool does.
 
 /// mimalloc's `mi_option_purge_delay` (the same index in mimalloc v2 and v3).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;

@@ -217,9 +217,9 @@ impl MeshEngine {
             .with_option_extension(MeshqlOptions::default());
         // A join's build-side keys reach the probe side as an IN list up to this many
         // (beyond it only their range); DataFusion's default is 150. Much longer lists
-        // cost lake scans more than they skip: at 65536, TPC-H SF1 Q4 and Q10 on the
-        // lake took 3x as long. Joins probed by a remote statement get longer lists
-        // (federation/key_lists.rs).
+        // cost lake scans more than they skip (figures:
+        // docs/benchmarks/log.md#2026-11-22-longer-key-lists-for-every-join-not-kept).
+        // Joins probed by a remote statement get longer lists (federation/key_lists.rs).
         config
             .options_mut()
             .optimizer
@@ -227,8 +227,9 @@ impl MeshEngine {
         // Hash joins whose build side is estimated below these collect it whole and
         // share it, rather than hash-partitioning both sides. DataFusion's defaults
         // (1 MB, 128K rows) repartition the 6M-row probe side of most TPC-H joins; with
-        // few cores that shuffle costs more than it spreads (SF1 on 2 cores: Q7 1.9x,
-        // all 22 queries 9% faster at these values). Larger builds still partition.
+        // few cores that shuffle costs more than it spreads (figures:
+        // docs/benchmarks/log.md#2026-11-21-hash-joins-collect-small-build-sides-kept).
+        // Larger builds still partition.
         // The parser's own bound on nesting (parentheses, subqueries, prefix operators):
         // DataFusion's 50 refuses 40 nested subqueries, which BI tools do write. Statements
         // run on large stacks (crate::limits), which hold this much nesting.
@@ -243,7 +244,8 @@ impl MeshEngine {
         // memory pool) instead of hashing them. DataFusion's default span is 1024 (or keys
         // at least 15% dense): TPC-H Q17 probed the hash table of 204 parts, spread over
         // 200K part keys, with all 6M lineitem rows; Q4 and Q5 a quarter's orders, spread
-        // over 6M order keys.
+        // over 6M order keys. Figures:
+        // docs/benchmarks/log.md#2026-12-04-joins-look-keys-up-in-an-array-below-a-span-of-8m-kept
         config
             .options_mut()
             .execution

@@ -7,7 +7,7 @@
 //! [`STACK_BYTES`] of stack, and refuses statements deeper than the bounds here with a
 //! clear error, so that deep but legal statements succeed and nothing aborts. The bounds
 //! were chosen with a margin below what that stack measurably survives in a debug build
-//! (docs: README, Governance, "Limits").
+//! (docs: docs/guide/governance.md#limits).
 
 use std::ops::ControlFlow;
 

@@ -125,8 +125,9 @@ pub async fn serve(engine: MeshEngine, options: ServeOptions) -> Result<(), Serv
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     // Without TCP_NODELAY, a small response (FlightInfo, a one-row result) waits for
-    // the client's delayed ACK: about 40 ms on every call. tonic only sets it on
-    // listeners it binds itself.
+    // the client's delayed ACK on every call (figures:
+    // docs/benchmarks/log.md#2026-11-21-delta-snapshots-read-as-parquet-tcp_nodelay-kept).
+    // tonic only sets it on listeners it binds itself.
     let incoming = TcpListenerStream::new(listener).map(|conn| {
         let conn = conn?;
         conn.set_nodelay(true)?;

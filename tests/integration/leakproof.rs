@@ -1,10 +1,10 @@
-//! Error oracles (issue class 8 of GOVERNANCE.md): a restricted user's statement must
-//! either return exactly what the same statement returns over data that holds only the
-//! rows the user may see, or fail in the same way, whatever the user's predicates are,
-//! including predicates that fail (division by zero, casts, LIKE patterns Arrow cannot
-//! compile). Four policy shapes hide the same rows: a plain comparison, a subquery
-//! (semi join), a function, and a derived port whose definition uses a function and
-//! computes a column that fails on hidden rows.
+//! Error oracles (leak class 8 of docs/guide/governance.md#leak-classes): a restricted
+//! user's statement must either return exactly what the same statement returns over data
+//! that holds only the rows the user may see, or fail in the same way, whatever the user's
+//! predicates are, including predicates that fail (division by zero, casts, LIKE patterns
+//! Arrow cannot compile). Four policy shapes hide the same rows: a plain comparison, a
+//! subquery (semi join), a function, and a derived port whose definition uses a function
+//! and computes a column that fails on hidden rows.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

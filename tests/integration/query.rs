@@ -111,7 +111,8 @@ fn demo_json_and_table_formats() {
     assert!(text.contains("| daily_revenue | available |"), "{text}");
     assert!(text.trim_end().ends_with("3 rows"), "{text}");
 
-    // Nested columns (tags) are written as text in CSV; the README shows this command.
+    // Nested columns (tags) are written as text in CSV; docs/guide/operations.md#commands
+    // shows a command like this one.
     let out = demo_query(
         "csv",
         "SELECT name, tags FROM mesh.meta.output_ports ORDER BY name",

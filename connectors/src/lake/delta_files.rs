@@ -2,7 +2,8 @@
 //!
 //! deltalake's own scan always turns on Parquet row-level filtering (every pushed
 //! predicate evaluated row by row, and twice) and adds a file-id column; on TPC-H that
-//! doubled the time of scan-bound queries against DataFusion reading the same files.
+//! makes scan-bound queries much slower than DataFusion reading the same files (figures:
+//! docs/benchmarks/log.md#2026-11-21-delta-snapshots-read-as-parquet-tcp_nodelay-kept).
 //! When a snapshot needs none of what that scan exists for (no deletion vectors in its
 //! files, no column mapping, no partition values to inject, no unknown reader
 //! features), its file list from the Delta log is all a scan needs: files are then read

@@ -62,8 +62,8 @@ const MAX_IN_LIST: usize = super::key_lists::REMOTE_MAX_KEYS;
 
 /// Key lists longer than this go as `key = ANY(ARRAY[...])` to sources whose dialect
 /// writes array membership that way (PostgreSQL). Same meaning as IN, but PostgreSQL
-/// parses and plans it 2x faster: 42K keys (TPC-H SF1 Q10) took 150 ms as an IN list,
-/// 75 ms as an array.
+/// parses and plans it faster (figures:
+/// docs/benchmarks/log.md#2026-11-22-long-key-lists-to-postgresql-as-typed-arrays-kept).
 const ARRAY_LIST_FROM: usize = 64;
 
 /// The name the remote statement is wrapped under when a runtime filter is added.
@@ -416,8 +416,9 @@ impl Converter<'_> {
             if self.arrays && !list.negated() && values.len() > ARRAY_LIST_FROM {
                 // PostgreSQL hashes `= ANY(array)` only when the array's elements have
                 // the column's type; otherwise it compares each row with every key. Bare
-                // integers make an int4[], so a bigint column took 77 s for 30K keys over
-                // 1.5M rows instead of 0.3 s. One typed element types the whole array.
+                // integers make an int4[], so a bigint column gets that slow comparison
+                // (figures: the log entry at [`ARRAY_LIST_FROM`]). One typed element
+                // types the whole array.
                 let mut values = values;
                 let typed = self.sendable_type(list.expr())?;
                 values[0] = Expr::Cast(Cast::new(Box::new(values[0].clone()), typed));

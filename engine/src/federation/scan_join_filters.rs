@@ -3,12 +3,13 @@
 //!
 //! DataFusion pushes a hash join's dynamic filter (its build side's keys) down its
 //! probe side to the scans. A Parquet scan uses it only to skip row groups and pages
-//! unless `pushdown_filters` is on, and turning that on for every predicate made the
-//! TPC-H run 20% slower. Where the join consumes the scan's rows directly that costs
-//! nothing: the join drops them as cheaply as a filter would, and so does any hash
-//! join they probe on the way. But when the rows first build another join's hash
-//! table, or go through an aggregate or a sort, that work is done for rows the filter
-//! would have dropped:
+//! unless `pushdown_filters` is on, and turning that on for every predicate makes the
+//! TPC-H run slower (figures:
+//! docs/benchmarks/log.md#2026-11-21-parquet-pushdown_filters-for-every-predicate-not-kept).
+//! Where the join consumes the scan's rows directly that costs nothing: the join drops
+//! them as cheaply as a filter would, and so does any hash join they probe on the way.
+//! But when the rows first build another join's hash table, or go through an aggregate
+//! or a sort, that work is done for rows the filter would have dropped:
 //! - TPC-H Q17 aggregated all 6M lineitem rows by part, and the join above then kept
 //!   the 204 parts that qualify;
 //! - TPC-H Q7 built a hash table of all 1.5M orders, while the customer join above
@@ -94,7 +95,9 @@ fn rewrite(plan: &Arc<dyn ExecutionPlan>, scope: &Scope) -> Result<Option<Arc<dy
 /// number, before the join above can drop any: aggregates, sorts, and joins, except
 /// a hash join's probe side. Probing costs each row about what looking its keys up
 /// in a filter would (TPC-H Q9: filtering lineitem for the four joins it probes in
-/// turn made the query 10% slower), while a build side keeps every row it is given.
+/// turn makes the query slower; figures:
+/// docs/benchmarks/log.md#2026-11-22-join-keys-at-scans-below-other-joins-joinkeyfilterexec-kept),
+/// while a build side keeps every row it is given.
 fn does_work(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
     if plan.is::<HashJoinExec>() {
         // CollectLeft and Partitioned both build from the left.

@@ -165,9 +165,11 @@ impl Governance {
         // Sources that pass the end user on read who it is from here. Only a governed
         // mesh has checked who that is: in open mode any name may be claimed.
         // A clone of the base state, not a rebuild: `SessionStateBuilder::build` registers
-        // every built-in function again (with its aliases and the config), which was a
-        // fifth of the server's CPU for a `SELECT 1` (each Flight SQL statement makes
-        // three sessions). Neither change below touches what functions derive from.
+        // every built-in function again (with its aliases and the config), a large part
+        // of the server's CPU for a `SELECT 1` (each Flight SQL statement makes three
+        // sessions; figures:
+        // docs/benchmarks/log.md#2026-12-04-sessions-as-clones-of-the-base-state-kept).
+        // Neither change below touches what functions derive from.
         let mut state = self.base.clone();
         state.register_catalog_list(Arc::new(catalogs));
         if self.policies.is_some() {

@@ -55,10 +55,12 @@ impl std::fmt::Display for Held {
 /// Read every row of `table` into memory, keeping its partitions so scans of the copy
 /// run as parallel as scans of the source. Strings are held as plain Utf8 / Binary, the
 /// form Flight clients receive: held as views (how DataFusion reads Parquet), every
-/// stream of the port would copy them into plain arrays, a fifth of the server's CPU
-/// (see [`CachedTable`]). The rows are reserved from the session's memory pool for as
-/// long as they are held, so `--memory-limit` counts them. A source that sends nothing
-/// for `idle` fails the read: a stalled source must not hold up start or a refresh.
+/// stream of the port would copy them into plain arrays, a large part of the server's
+/// CPU (see [`CachedTable`]; figures:
+/// docs/benchmarks/log.md#2026-12-05-ports-held-in-memory-kept). The rows are reserved
+/// from the session's memory pool for as long as they are held, so `--memory-limit`
+/// counts them. A source that sends nothing for `idle` fails the read: a stalled source
+/// must not hold up start or a refresh.
 pub async fn hold(
     table: &Arc<dyn TableProvider>,
     cache: &CacheConfig,

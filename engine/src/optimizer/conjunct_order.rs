@@ -4,8 +4,10 @@
 //! are few (20% or less) it evaluates the rest on those rows only. So the order of the
 //! conditions decides how much work the filter does, and DataFusion keeps the order
 //! they were written in. TPC-H Q12 writes `l_shipmode IN ('MAIL', 'SHIP')`, two string
-//! comparisons per row over all 6M rows, before the date ranges that keep 15%: the
-//! filter took 145 ms of CPU, and 66 ms with the dates first. DuckDB reorders too.
+//! comparisons per row over all 6M rows, before the date ranges that keep 15%: with the
+//! dates first the filter takes much less CPU (figures:
+//! docs/benchmarks/log.md#2026-11-22-a-filters-cheap-conditions-first-kept). DuckDB
+//! reorders too.
 //!
 //! Only conditions that cannot fail move: comparisons, `IN` lists, `LIKE`, `IS NULL`,
 //! `NOT`, `AND` and `OR` over columns and literals. They go first, cheapest first (a

@@ -3,12 +3,13 @@
 //! Arrow checks each decimal result for i128 overflow one value at a time: a branch
 //! and a `Result` per row keep the loop from vectorizing, and the operands are full
 //! 128-bit multiplications. In TPC-H Q1, `l_extendedprice * (1 - l_discount) *
-//! (1 + l_tax)` took a quarter of the CPU. When every operand of a batch fits in an i64
-//! (decimals of precision 18 or less, which is how Parquet stores most, and the results
-//! of one operation on those), no result can overflow an i128, so the check never
-//! fires: [`DecimalArithExpr`] computes with one widening 64x64 multiplication and
-//! wrapping adds instead, and uses Arrow's checked kernel (same results, same errors)
-//! for any batch that does not fit.
+//! (1 + l_tax)` takes a large share of the CPU (figures: docs/benchmarks/log.md, entry
+//! #2026-11-22-decimal-arithmetic-without-per-row-overflow-checks-kept). When every
+//! operand of a batch fits in an i64 (decimals of precision 18 or less, which is how
+//! Parquet stores most, and the results of one operation on those), no result can
+//! overflow an i128, so the check never fires: [`DecimalArithExpr`] computes with one
+//! widening 64x64 multiplication and wrapping adds instead, and uses Arrow's checked
+//! kernel (same results, same errors) for any batch that does not fit.
 //!
 //! The rule runs after DataFusion's: its rules look for `BinaryExpr`, which this
 //! replaces in projections, filters and aggregate arguments only, and scans keep their

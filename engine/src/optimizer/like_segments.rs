@@ -3,11 +3,13 @@
 //! Arrow matches `LIKE` patterns of one `%`-delimited word (`'a%'`, `'%a'`, `'%a%'`)
 //! with string comparisons, and every other pattern with a regular expression that it
 //! compiles again for each batch. TPC-H Q13's `o_comment NOT LIKE '%special%requests%'`
-//! spent a fifth of the query's CPU in the regex engine, much of it building its
-//! automaton batch after batch. A pattern of literal words between `%`s matches where
-//! the string starts with the first word, ends with the last and holds the ones between
-//! in order: [`LikeSegmentsExpr`] checks that with substring finders built once, per
-//! plan. Patterns with `_` or an escape (`\`), and `ILIKE`, stay as they are.
+//! spends a large share of the query's CPU in the regex engine, much of it building its
+//! automaton batch after batch (figures:
+//! docs/benchmarks/log.md#2026-11-22-like-ab-by-substring-search-kept). A pattern of
+//! literal words between `%`s matches where the string starts with the first word, ends
+//! with the last and holds the ones between in order: [`LikeSegmentsExpr`] checks that
+//! with substring finders built once, per plan. Patterns with `_` or an escape (`\`), and
+//! `ILIKE`, stay as they are.
 //!
 //! Upstream: arrow-rs's `like` handles only `x`, `x%`, `%x` and `%x%` without a regex
 //! (apache/arrow-rs#2519); no issue asks for several `%`s. Worth filing in arrow-rs;

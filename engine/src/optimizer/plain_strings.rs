@@ -5,10 +5,12 @@
 //! comparisons, grouping and joins cheaper. Flight clients get plain Utf8 (older ones
 //! cannot read views), so a view column that only passes through to the client is
 //! decoded into views and then copied into a plain array. Decoding it as Utf8 in the
-//! first place skips that copy: a fifth of the server's CPU when a client streams a
-//! whole table. Columns the plan computes with (filters, expressions) stay views, so
-//! their expressions keep the types they were planned with; a plan with any operator
-//! other than the pass-through ones below is left as it is.
+//! first place skips that copy, a large part of the server's CPU when a client streams a
+//! whole table (figures:
+//! docs/benchmarks/log.md#2026-11-22-pass-through-strings-read-plain-for-flight-results-kept).
+//! Columns the plan computes with (filters, expressions) stay views, so their
+//! expressions keep the types they were planned with; a plan with any operator other
+//! than the pass-through ones below is left as it is.
 //!
 //! This changes the plan's output schema, so it is not a DataFusion optimizer rule
 //! (those must keep it): the Flight server applies it to the plans it streams.

@@ -4,8 +4,9 @@
 //! `a` (20% or less), each level copies *every column of the batch* to the surviving
 //! rows, evaluates its right side there, and scatters the result back to full length one
 //! row at a time; the next level starts again from the full batch. In TPC-H Q6 (five
-//! conditions, 2% of rows kept) that machinery was a quarter of the query's CPU, more
-//! than the comparisons themselves.
+//! conditions, 2% of rows kept) that machinery costs more CPU than the comparisons
+//! themselves (figures:
+//! docs/benchmarks/log.md#2026-11-22-later-conditions-on-the-surviving-rows-only-kept).
 //!
 //! [`SurvivorsAnd`] keeps one bitmap of the rows still in play. Each condition is
 //! evaluated on the whole batch while many rows survive (a vectorized comparison costs
