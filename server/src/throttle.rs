@@ -3,7 +3,8 @@
 //!
 //! Once a user name (or an address) has [`SignInThrottle::max_failures`] failed
 //! sign-ins within [`WINDOW`], every sign-in with a password for it is refused, right or
-//! wrong, until the oldest failure leaves the window. Tokens already issued keep
+//! wrong, until the oldest failure leaves the window. An IPv6 client counts by its /64
+//! (one subscriber's network hands out far more addresses than anyone could count). Tokens already issued keep
 //! working: a guesser cannot lock a signed-in user out of their session. Memory is
 //! bounded: at most [`MAX_TRACKED`] names and addresses are tracked, and ones with no
 //! failure in the window are forgotten first.
@@ -41,7 +42,7 @@ impl SignInThrottle {
         let now = Instant::now();
         let by_user = wait(&self.users, user, self.max_failures, now);
         let by_address = address
-            .map(|a| wait(&self.addresses, &a, 3 * self.max_failures, now))
+            .map(|a| wait(&self.addresses, &network(a), 3 * self.max_failures, now))
             .unwrap_or(0);
         match by_user.max(by_address) {
             0 => Ok(()),
@@ -55,7 +56,7 @@ impl SignInThrottle {
         let now = Instant::now();
         let mut within = record(&self.users, user.to_string(), now) <= self.max_failures;
         if let Some(a) = address {
-            within &= record(&self.addresses, a, now) <= 3 * self.max_failures;
+            within &= record(&self.addresses, network(a), now) <= 3 * self.max_failures;
         }
         within
     }
@@ -65,6 +66,22 @@ impl SignInThrottle {
         if let Ok(mut users) = self.users.lock() {
             users.remove(user);
         }
+    }
+}
+
+/// What failures from `address` count against: an IPv4 address (also when mapped into
+/// IPv6), or an IPv6 address's /64.
+fn network(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
     }
 }
 
@@ -155,5 +172,26 @@ mod tests {
         // A right password clears the user's count.
         t.succeeded("ana");
         assert_eq!(t.check("ana", Some(there)), Ok(()));
+    }
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_address() {
+        let t = SignInThrottle::new(1);
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        // Three guesses, each from another address of one /64 and for another name.
+        for (i, a) in [
+            "2001:db8:1:2::1",
+            "2001:db8:1:2:ffff::9",
+            "2001:db8:1:2:1:2:3:4",
+        ]
+        .iter()
+        .enumerate()
+        {
+            t.failed(&format!("guess{i}"), Some(ip(a)));
+        }
+        assert!(t.check("bob", Some(ip("2001:db8:1:2:dead::beef"))).is_err());
+        assert_eq!(t.check("bob", Some(ip("2001:db8:1:3::1"))), Ok(()));
+        // An IPv4 client seen through an IPv6 socket is that IPv4 address.
+        assert_eq!(network(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
     }
 }
