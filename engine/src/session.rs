@@ -78,8 +78,9 @@ impl MeshSession {
 
     /// `SET meshql.statement_timeout_s` of this session, if any.
     fn session_timeout(&self) -> Option<std::time::Duration> {
-        let state = self.ctx.state();
-        let seconds = MeshqlOptions::of(state.config().options()).statement_timeout_s;
+        // Read in place: `ctx.state()` would clone the whole session state per statement.
+        let state = self.ctx.state_ref();
+        let seconds = MeshqlOptions::of(state.read().config().options()).statement_timeout_s;
         (seconds > 0).then(|| std::time::Duration::from_secs(seconds))
     }
 

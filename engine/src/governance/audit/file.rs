@@ -86,7 +86,15 @@ impl Appender {
     /// Rename the current file to its rotated name and continue in a new one.
     fn rotate(&self, current: &mut File) -> std::io::Result<()> {
         let path = &self.config.path;
-        let rotated = rotated_name(path, &super::now_compact());
+        // Two rotations within one microsecond would share a name, and the rename would
+        // replace the older file: take the next free stamp (the clock moves on).
+        let rotated = loop {
+            let name = rotated_name(path, &super::now_compact());
+            if !name.exists() {
+                break name;
+            }
+            std::thread::yield_now();
+        };
         std::fs::rename(path, &rotated)?;
         match open_for_append(path) {
             Ok(fresh) => *current = fresh,
@@ -257,8 +265,6 @@ mod tests {
         let line = format!("{{\"n\":\"{}\"}}\n", "x".repeat(60));
         for _ in 0..7 {
             appender.append(line.as_bytes()).unwrap();
-            // Stamps are microseconds: keep them apart.
-            std::thread::sleep(std::time::Duration::from_millis(2));
         }
         // Two records per file: three rotations of which two are kept, and one record open.
         let rotated = rotated_files(&path);

@@ -354,7 +354,6 @@ mod tests {
                 // Looks between writes read only what is new.
                 assert_eq!(log.records().unwrap().len(), n + 2);
             }
-            std::thread::sleep(std::time::Duration::from_millis(2));
         }
         let mut finished = started.clone();
         finished.status = AuditStatus::Finished;
