@@ -136,7 +136,7 @@ impl MeshEngine {
             .with_query_planner(Arc::new(MeshQueryPlanner))
             .build();
         let mut state = state;
-        if let Err(e) = crate::bounded_functions::register(&mut state) {
+        if let Err(e) = crate::bounded::install(&mut state) {
             tracing::warn!(error = %e, "cannot bound the functions that build large values");
         }
         let ctx = SessionContext::new_with_state(state);

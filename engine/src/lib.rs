@@ -5,7 +5,7 @@
 
 pub mod admission;
 pub mod allocator;
-pub mod bounded_functions;
+pub mod bounded;
 pub mod config;
 pub mod connector;
 pub mod engine;

@@ -174,14 +174,25 @@ async fn deep_and_wide_statements_never_abort_the_server() {
         "SELECT repeat('x', 200000000)",
         "SELECT length(lpad('x', 1000000000))",
         "SELECT array_repeat('x', 500000000)",
+        "SELECT length(v || v || v) FROM (SELECT repeat('x', 40000000) AS v)",
+        &doubling_chain(40),
     ] {
         let e = run(&mut client, sql, false).await.expect_err(sql);
         assert!(
-            e.contains("a function call may build at most"),
+            e.contains("may build at most 64 MiB per batch"),
             "{sql}: {e}"
         );
     }
     // And it still answers.
     assert_eq!(run(&mut client, "SELECT 1", false).await, Ok(1));
     assert!(server.exited().is_none());
+}
+
+/// CTEs each doubling the one before with `||`: 8 bytes times 2^n.
+fn doubling_chain(n: usize) -> String {
+    let mut sql = String::from("WITH c0 AS (SELECT 'xxxxxxxx' AS v)");
+    for i in 1..=n {
+        sql.push_str(&format!(", c{i} AS (SELECT v || v AS v FROM c{})", i - 1));
+    }
+    sql + &format!(" SELECT length(v) FROM c{n}")
 }

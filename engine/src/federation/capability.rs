@@ -119,6 +119,11 @@ impl SqlDialect {
             Expr::Cast(c) => !postgres || cast_target_ok(c.field.data_type()),
             // PostgreSQL has no TRY_CAST.
             Expr::TryCast(_) => !postgres,
+            // The bounded `||` is meshql's own call; the physical planner gives sources
+            // the operator back (`crate::bounded::unbound`) for whole subplans only.
+            Expr::ScalarFunction(f) if crate::bounded::string_concat::is_string_concat(&f.func) => {
+                false
+            }
             Expr::ScalarFunction(f) => {
                 !postgres || POSTGRES_SCALARS.contains(&f.func.name().to_ascii_lowercase().as_str())
             }

@@ -44,11 +44,14 @@ impl QueryPlanner for MeshQueryPlanner {
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let options = MeshqlOptions::of(session.config_options());
+        // Sources evaluate `||` themselves; what stays here is bounded again (an
+        // optimizer rule may have written a new `||`).
         let plan = if options.subplan_pushdown {
-            federate(logical_plan.clone())?
+            federate(crate::bounded::unbound(logical_plan.clone())?)?
         } else {
             logical_plan.clone()
         };
+        let plan = crate::bounded::bound(plan)?;
         let physical =
             DefaultPhysicalPlanner::with_extension_planners(vec![
                 Arc::new(FederatedPlanner::new()),
