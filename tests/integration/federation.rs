@@ -128,6 +128,27 @@ async fn pushdown_sends_each_kind_as_sql() {
         "{crm}"
     );
 
+    // `||` (bounded here as a call) reaches the source as the operator.
+    let s = remote_sql(
+        e,
+        &who,
+        "SELECT c_name || '/' || c_mktsegment FROM customer.profile.customer WHERE c_name || 'x' = 'Customer#000000001x'",
+    )
+    .await;
+    let crm = only(&s, "crm");
+    assert!(
+        crm.matches("||").count() == 3 && crm.contains("WHERE"),
+        "{crm}"
+    );
+    let s = remote_sql(
+        e,
+        &who,
+        "SELECT n_name || r_name FROM geo.reference.nation JOIN geo.reference.region ON n_regionkey = r_regionkey",
+    )
+    .await;
+    let node = only(&s, "geo_node");
+    assert!(node.contains("||") && node.contains("JOIN"), "{node}");
+
     // The remote node gets its part as SQL too.
     let s = remote_sql(
         e,
@@ -422,6 +443,10 @@ async fn differential_against_local_copies() {
         "SELECT c_custkey FROM {customer} WHERE c_custkey IN (SELECT o_custkey FROM {orders} WHERE o_totalprice > 400000) ORDER BY 1",
         "SELECT extract(year FROM o_orderdate) AS y, count(*) FROM {orders} GROUP BY y ORDER BY y",
         "SELECT r_name, n_name FROM {nation} JOIN {region} ON n_regionkey = r_regionkey ORDER BY 1, 2",
+        "SELECT c_name || ':' || c_mktsegment, c_phone || NULL FROM {customer} WHERE c_mktsegment || 'x' = 'BUILDINGx' ORDER BY 1 LIMIT 9",
+        "SELECT c_acctbal * 2, c_custkey FROM {customer} ORDER BY 1 DESC, 2 LIMIT 6",
+        "SELECT c_mktsegment, sum(c_acctbal) * 2 FROM {customer} GROUP BY c_mktsegment ORDER BY sum(c_acctbal) * 2",
+        "SELECT n_name || '/' || r_name AS p, count(*) FROM {customer} JOIN {nation} ON c_nationkey = n_nationkey JOIN {region} ON n_regionkey = r_regionkey GROUP BY n_name || '/' || r_name ORDER BY p",
     ];
     let federated = |q: &str| {
         q.replace("{customer}", "customer.profile.customer")

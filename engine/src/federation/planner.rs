@@ -356,7 +356,7 @@ fn node_ok(node: &LogicalPlan, dialect: SqlDialect) -> bool {
 /// alias with the port's name, so the rest of the subtree's SQL can keep referring to
 /// the port (the unparser writes only the last part of a qualifier).
 fn remote_node(plan: LogicalPlan, source: Arc<dyn RemoteSource>) -> Result<LogicalPlan> {
-    let plan = plan
+    let plan = unproject_sorts(plan)?
         .transform_down(|node| match node {
             LogicalPlan::SubqueryAlias(alias) => match alias.input.as_ref() {
                 LogicalPlan::TableScan(scan) => {
@@ -387,6 +387,54 @@ fn remote_node(plan: LogicalPlan, source: Arc<dyn RemoteSource>) -> Result<Logic
     Ok(LogicalPlan::Extension(Extension {
         node: Arc::new(FederatedPlanNode::new(plan, planner)),
     }))
+}
+
+/// A sort by a column that its `SELECT` computes without an alias (`ORDER BY 1` over
+/// `a * 2` or `a || b`) sorts by that expression instead. The unparser writes such a sort
+/// as `ORDER BY "a * 2"`, a column the source does not have; it replaces only function
+/// calls (datafusion-sql's `unproject_sort_expr`; no upstream issue yet). Aliased items,
+/// plain columns and literals are left as they are: the source knows an alias, and a
+/// literal in `ORDER BY` means something else in SQL (`ORDER BY 1` is a position).
+fn unproject_sorts(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up(|node| {
+        let LogicalPlan::Sort(sort) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        let LogicalPlan::Projection(projection) = sort.input.as_ref() else {
+            return Ok(Transformed::no(node));
+        };
+        let computed = |c: &datafusion::common::Column| {
+            let i = projection.schema.index_of_column(c).ok()?;
+            match &projection.expr[i] {
+                Expr::Column(_) | Expr::Literal(..) | Expr::Alias(_) => None,
+                e => Some(e.clone()),
+            }
+        };
+        let mut changed = false;
+        let mut sort = sort.clone();
+        for item in &mut sort.expr {
+            item.expr = item
+                .expr
+                .clone()
+                .transform(|e| match &e {
+                    Expr::Column(c) => Ok(match computed(c) {
+                        Some(computed) => {
+                            changed = true;
+                            Transformed::yes(computed)
+                        }
+                        None => Transformed::no(e),
+                    }),
+                    _ => Ok(Transformed::no(e)),
+                })?
+                .data;
+        }
+        Ok(if changed {
+            Transformed::yes(LogicalPlan::Sort(sort))
+        } else {
+            Transformed::no(node)
+        })
+    })
+    .map(|t| t.data)
 }
 
 /// A scan of a remote port as a scan of the source's own table.
