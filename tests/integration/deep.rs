@@ -183,6 +183,32 @@ async fn deep_and_wide_statements_never_abort_the_server() {
             "{sql}: {e}"
         );
     }
+    // A value within those bounds, repeated by a join or unnest 8,192 times a batch:
+    // before the batch bound, copying it out asked for 491 GB and aborted the server.
+    let big =
+        "(SELECT 0 AS z, k, repeat(CAST(k AS VARCHAR), 60000000) AS v FROM (VALUES (1)) t(k))";
+    for sql in [
+        // A hash join repeating the build side's value for each probe row.
+        format!(
+            "SELECT max(length(upper(s.v))) FROM (SELECT i % 1 AS z FROM generate_series(1, 100000) g(i)) g \
+             JOIN {big} s ON g.z = s.z"
+        ),
+        // A cross join emits one-row batches, which the next operator gathers.
+        format!("SELECT max(length(upper(s.v))) FROM generate_series(1, 100000) g(i), {big} s"),
+        format!("SELECT max(length(v)) FROM (SELECT v, unnest(range(0, 99999 + k)) FROM {big})"),
+    ] {
+        let e = run(&mut client, &sql, false).await.expect_err(&sql);
+        assert!(
+            e.contains("a batch may repeat values up to 1024 MiB"),
+            "{sql}: {e}"
+        );
+        assert!(server.exited().is_none(), "{sql}");
+    }
+    // 64-bit offsets skip Arrow's 2 GiB check, so nothing casts to them.
+    let e = run(&mut client, "SELECT arrow_cast('a', 'LargeUtf8')", false)
+        .await
+        .unwrap_err();
+    assert!(e.contains("meshql keeps 64-bit-offset types out"), "{e}");
     // And it still answers.
     assert_eq!(run(&mut client, "SELECT 1", false).await, Ok(1));
     assert!(server.exited().is_none());

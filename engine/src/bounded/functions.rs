@@ -131,10 +131,11 @@ impl ScalarUDFImpl for Bounded {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let bytes = estimate(self.growth, &args.args, args.number_rows)?;
+        let rows = super::rows_counted(&args);
+        let bytes = estimate(self.growth, &args.args, rows)?;
         if bytes > MAX_CALL_BYTES as u128 {
             let what = format!("{}(...)", self.inner.name());
-            return Err(too_big(&what, bytes, args.number_rows));
+            return Err(too_big(&what, bytes, rows));
         }
         self.inner.invoke_with_args(args)
     }
@@ -319,6 +320,9 @@ mod tests {
             "SELECT length(concat(repeat('x', 60000000), v)) FROM generate_series(1, 100) t(v)",
             // DataFusion plans `array || array` as its own array_concat.
             "SELECT cardinality(range(0, 5000000) || range(0, 5000000))",
+            // A constant is copied to every row of a batch: 8,192 copies of 60 MB.
+            "SELECT repeat('x', 60000000) FROM generate_series(1, 100000)",
+            "SELECT concat(repeat('x', 60000000)) FROM generate_series(1, 10)",
         ] {
             let e = run(&ctx, sql).await.expect_err(sql).to_string();
             assert!(

@@ -13,9 +13,17 @@
 //!   rather than a function, so [`rewrite`] turns every `||` of every plan into a call.
 //!
 //! Constant expressions are folded at planning through the same checks: [`rewrite`] runs
-//! as the last analyzer rule, before the optimizer folds anything. It is not a switch:
-//! it changes no result, only refuses calls that would build too much.
+//! as the last analyzer rule, before the optimizer folds anything. A call whose
+//! arguments are all constants counts as many rows as a batch holds, since its value is
+//! copied to every row of the batches it meets.
+//!
+//! [`batches`] bounds what operators that repeat rows (joins, `unnest`) emit: values
+//! within these bounds can still be repeated 8,192 times in one batch.
+//!
+//! None of this is a switch: it changes no result, only refuses work that would build
+//! too much.
 
+pub mod batches;
 pub mod functions;
 mod rewrite;
 mod size;
@@ -26,6 +34,7 @@ use std::sync::Arc;
 use datafusion::common::Result;
 use datafusion::execution::SessionState;
 
+pub use batches::bound_batches;
 pub use rewrite::{bound, unbound};
 
 /// The most bytes one call of a bounded expression may produce for one batch.
@@ -37,6 +46,22 @@ pub fn install(state: &mut SessionState) -> Result<()> {
     let functions = functions::register(state)?;
     state.add_analyzer_rule(Arc::new(rewrite::BoundExpressions::new(functions)));
     Ok(())
+}
+
+/// The rows a call's size is estimated for: its batch's, or a whole batch's when every
+/// argument is a constant (folded at planning over one row, its value is then copied
+/// to every row of a batch: `SELECT repeat('x', 60000000) FROM t`).
+fn rows_counted(args: &datafusion::logical_expr::ScalarFunctionArgs) -> usize {
+    let constant = args
+        .args
+        .iter()
+        .all(|a| matches!(a, datafusion::logical_expr::ColumnarValue::Scalar(_)));
+    if constant {
+        args.number_rows
+            .max(usize::from(args.config_options.execution.batch_size))
+    } else {
+        args.number_rows.max(1)
+    }
 }
 
 /// The error of a call refused by its bound.

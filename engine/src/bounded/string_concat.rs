@@ -89,11 +89,12 @@ impl ScalarUDFImpl for StringConcat {
         let [left, right] = args.args.as_slice() else {
             return exec_err!("|| takes two values, got {}", args.args.len());
         };
-        let rows = args.number_rows;
-        let bytes = total_bytes(left, rows.max(1))? + total_bytes(right, rows.max(1))?;
+        let counted = super::rows_counted(&args);
+        let bytes = total_bytes(left, counted)? + total_bytes(right, counted)?;
         if bytes > MAX_CALL_BYTES as u128 {
-            return Err(too_big("||", bytes, rows));
+            return Err(too_big("||", bytes, counted));
         }
+        let rows = args.number_rows;
         let scalars = matches!(
             (left, right),
             (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))

@@ -66,11 +66,13 @@ impl QueryPlanner for MeshQueryPlanner {
         } else {
             physical
         };
-        if options.join_keys_at_distant_scans {
-            super::scan_join_filters::filter_scans_by_distant_joins(gated, config)
+        let filtered = if options.join_keys_at_distant_scans {
+            super::scan_join_filters::filter_scans_by_distant_joins(gated, config)?
         } else {
-            Ok(gated)
-        }
+            gated
+        };
+        // Last, over the final plan: not an optimization, a bound.
+        crate::bounded::bound_batches(filtered)
     }
 }
 

@@ -53,6 +53,9 @@ fn rewrite(
     computed: &HashSet<usize>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     if plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+        || plan
+            .downcast_ref::<crate::bounded::batches::BoundedBatchesExec>()
+            .is_some()
         || plan.downcast_ref::<GlobalLimitExec>().is_some()
         || plan.downcast_ref::<LocalLimitExec>().is_some()
         || plan
