@@ -274,7 +274,9 @@ mod tests {
                 .await
                 .unwrap()
         };
-        let rewritten = plain_string_results(plan().await).unwrap();
+        // As the session plans it: with the batch bounds over filters and repartitions.
+        let bounded = crate::bounded::bound_batches(plan().await).unwrap();
+        let rewritten = plain_string_results(bounded).unwrap();
         let expected = collect(plan().await, ctx.task_ctx()).await.unwrap();
         let got = collect(Arc::clone(&rewritten), ctx.task_ctx())
             .await
