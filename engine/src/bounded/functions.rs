@@ -38,17 +38,41 @@ enum Growth {
     /// `range(start, stop [, step])` and `generate_series`: the values between (integers,
     /// or dates and timestamps by an interval).
     Range,
-    /// `concat(a, b, ...)`, `concat_ws(sep, a, ...)`, `array_concat`: the inputs together
-    /// (a chain of calls over a large value multiplies it).
-    Inputs,
+    /// The inputs together, times a factor: `concat`, `array_concat`, `make_array`,
+    /// `struct`, `overlay` (2: a chain of calls over a large value multiplies it),
+    /// `encode` (hex doubles), `translate` (a one-byte character can become four),
+    /// `to_char` (a format's fields print longer than they are written).
+    Inputs(u8),
+    /// `concat_ws(sep, a, ...)`: the inputs and the separator between each two.
+    ConcatWs,
+    /// `array_to_string(list, sep [, null])`: the values and the separator (and null
+    /// text) once per element.
+    Join,
+    /// `array_replace(list, from, to [, n])` and its `_n` / `_all` forms: `to` once per
+    /// element at most.
+    ArrayReplace,
     /// `regexp_replace(s, pattern, to [, flags])`: at worst `to` between every character.
     RegexpReplace,
 }
 
-const WRAPPED: [(&str, Growth); 11] = [
-    ("concat", Growth::Inputs),
-    ("concat_ws", Growth::Inputs),
-    ("array_concat", Growth::Inputs),
+const WRAPPED: [(&str, Growth); 26] = [
+    ("concat", Growth::Inputs(2)),
+    ("concat_ws", Growth::ConcatWs),
+    ("array_concat", Growth::Inputs(2)),
+    ("array_append", Growth::Inputs(2)),
+    ("array_prepend", Growth::Inputs(2)),
+    ("array_union", Growth::Inputs(2)),
+    ("make_array", Growth::Inputs(2)),
+    ("struct", Growth::Inputs(2)),
+    ("named_struct", Growth::Inputs(2)),
+    ("overlay", Growth::Inputs(2)),
+    ("encode", Growth::Inputs(2)),
+    ("translate", Growth::Inputs(4)),
+    ("to_char", Growth::Inputs(5)),
+    ("array_to_string", Growth::Join),
+    ("array_replace", Growth::ArrayReplace),
+    ("array_replace_n", Growth::ArrayReplace),
+    ("array_replace_all", Growth::ArrayReplace),
     ("regexp_replace", Growth::RegexpReplace),
     ("repeat", Growth::Repeat),
     ("lpad", Growth::Pad),
@@ -57,17 +81,14 @@ const WRAPPED: [(&str, Growth); 11] = [
     ("array_resize", Growth::ArrayResize),
     ("replace", Growth::Replace),
     ("range", Growth::Range),
+    ("generate_series", Growth::Range),
 ];
 
-/// Replace DataFusion's functions of [`WRAPPED`] (and `generate_series`) in `registry`
+/// Replace DataFusion's functions of [`WRAPPED`] in `registry`
 /// with bounded ones; returns them by name.
 pub fn register(registry: &mut dyn FunctionRegistry) -> Result<HashMap<String, Arc<ScalarUDF>>> {
     let mut registered = HashMap::new();
-    let names = WRAPPED
-        .iter()
-        .copied()
-        .chain([("generate_series", Growth::Range)]);
-    for (name, growth) in names {
+    for (name, growth) in WRAPPED {
         let Ok(inner) = registry.udf(name) else {
             continue;
         };
@@ -162,7 +183,12 @@ fn estimate(growth: Growth, args: &[ColumnarValue], rows: usize) -> Result<u128>
             n.iter().map(|n| n * 4).sum()
         }
         Growth::ArrayRepeat | Growth::ArrayResize => {
-            let (Some(v), Some(n)) = (args.first(), numbers(1)?) else {
+            // array_resize(a, n, v) fills with v; array_repeat(v, n) repeats v.
+            let fill = match growth {
+                Growth::ArrayResize => args.get(2).or(args.first()),
+                _ => args.first(),
+            };
+            let (Some(v), Some(n)) = (fill, numbers(1)?) else {
                 return Ok(0);
             };
             // A value's share of its array's memory, and at least a pointer's worth.
@@ -182,13 +208,43 @@ fn estimate(growth: Growth, args: &[ColumnarValue], rows: usize) -> Result<u128>
                 .map(|(s, (from, to))| s + (s / (*from).max(1) + 1) * to)
                 .sum()
         }
-        Growth::Inputs => {
+        Growth::Inputs(factor) => {
             let mut total = 0u128;
             for a in args {
                 total = total.saturating_add(total_bytes(a, rows)?);
             }
-            // concat_ws repeats its separator between the values.
-            total.saturating_mul(2)
+            total.saturating_mul(u128::from(factor))
+        }
+        Growth::ConcatWs => {
+            let Some((sep, values)) = args.split_first() else {
+                return Ok(0);
+            };
+            let mut total = total_bytes(sep, rows)?.saturating_mul(values.len() as u128);
+            for a in values {
+                total = total.saturating_add(total_bytes(a, rows)?);
+            }
+            total
+        }
+        Growth::Join => {
+            let Some(list) = args.first() else {
+                return Ok(0);
+            };
+            let mut per_element = 0u128;
+            for a in &args[1..] {
+                per_element += per_row(a, rows, byte_lengths)?
+                    .into_iter()
+                    .max()
+                    .unwrap_or(0);
+            }
+            total_bytes(list, rows)?
+                .saturating_add(elements(list, rows)?.saturating_mul(per_element))
+        }
+        Growth::ArrayReplace => {
+            let (Some(list), Some(to)) = (args.first(), args.get(2)) else {
+                return Ok(0);
+            };
+            let to = total_bytes(to, 1)?.max(8);
+            total_bytes(list, rows)?.saturating_add(elements(list, rows)?.saturating_mul(to))
         }
         Growth::RegexpReplace => {
             let (Some(s), Some(to)) = (lengths(0)?, lengths(2)?) else {
@@ -264,6 +320,18 @@ fn temporal_range(
             .iter()
             .collect())
     })?;
+    // A step whose parts have opposite signs (`1 month -29 days`) can stand still on
+    // some dates, and DataFusion's loop then never ends.
+    for step in step.iter().flatten() {
+        let signs = [
+            i64::from(step.months).signum(),
+            i64::from(step.days).signum(),
+            step.nanoseconds.signum(),
+        ];
+        if signs.contains(&1) && signs.contains(&-1) {
+            return Ok(u128::MAX);
+        }
+    }
     const DAY: i128 = 86_400_000_000_000;
     Ok(start
         .iter()
@@ -281,6 +349,18 @@ fn temporal_range(
             _ => 0,
         })
         .sum())
+}
+
+/// The values of a list argument over `rows` rows (a constant list counts per row).
+fn elements(list: &ColumnarValue, rows: usize) -> Result<u128> {
+    let count = |a: &ArrayRef| -> u128 {
+        let data = a.to_data();
+        data.child_data().first().map_or(0, |c| c.len() as u128)
+    };
+    Ok(match list {
+        ColumnarValue::Array(a) => count(a),
+        ColumnarValue::Scalar(s) => count(&s.to_array_of_size(1)?).saturating_mul(rows as u128),
+    })
 }
 
 fn zip_sum(a: &[u128], b: &[u128], f: impl Fn(u128, u128) -> u128) -> u128 {
@@ -320,6 +400,22 @@ mod tests {
             "SELECT length(concat(repeat('x', 60000000), v)) FROM generate_series(1, 100) t(v)",
             // DataFusion plans `array || array` as its own array_concat.
             "SELECT cardinality(range(0, 5000000) || range(0, 5000000))",
+            // Each grows past its inputs (found by an attacker's review).
+            "SELECT length(array_to_string(range(i, 100000 + i), repeat('x', 100000 + i))) \
+             FROM generate_series(0, 0) g(i)",
+            &format!(
+                "SELECT length(concat_ws(repeat('x', 30000000 + i), {})) FROM generate_series(0, 0) g(i)",
+                vec!["'a'"; 1000].join(", ")
+            ),
+            "SELECT cardinality(range(DATE '2001-01-30', DATE '2001-01-01', INTERVAL '1 month -29 days'))",
+            "SELECT length(overlay(v placing v from 1 for 0)) FROM \
+             (SELECT repeat('x', 40000000 + i) AS v FROM generate_series(0, 0) g(i))",
+            "SELECT length(encode(v, 'hex')) FROM \
+             (SELECT repeat('x', 40000000 + i) AS v FROM generate_series(0, 0) g(i))",
+            "SELECT cardinality(array_resize(make_array('a' || i), 33 + i, repeat('x', 60000000 + i))) \
+             FROM generate_series(0, 0) g(i)",
+            "SELECT cardinality(array_replace_all(string_to_array(repeat('a', 30 + i), NULL), 'a', \
+             repeat('x', 60000000 + i))) FROM generate_series(0, 0) g(i)",
             // A constant is copied to every row of a batch: 8,192 copies of 60 MB.
             "SELECT repeat('x', 60000000) FROM generate_series(1, 100000)",
             "SELECT concat(repeat('x', 60000000)) FROM generate_series(1, 10)",
@@ -342,6 +438,12 @@ mod tests {
             "SELECT range(DATE '2024-01-01', DATE '2024-12-31', INTERVAL '1 day')",
             "SELECT regexp_replace('abc', 'b', 'x')",
             "SELECT cardinality(range(0, 10) || range(0, 3))",
+            "SELECT array_to_string(make_array('a', NULL, 'b'), ',', '-')",
+            "SELECT concat_ws(',', 'a', 'b', v) FROM (VALUES ('c')) t(v)",
+            "SELECT encode('abc', 'hex'), overlay('abc' placing 'x' from 2), translate('abc', 'a', 'é')",
+            "SELECT to_char(DATE '2024-01-01', '%Y-%m-%d'), named_struct('a', 1), struct(1, 'b')",
+            "SELECT array_replace_all(make_array(1, 1, 2), 1, 3), array_resize(make_array(1), 3, 0)",
+            "SELECT range(DATE '2024-01-31', DATE '2024-06-01', INTERVAL '1 month')",
             "SELECT concat('ab', v) FROM generate_series(1, 10000) t(v)",
         ] {
             assert!(run(&ctx, sql).await.is_ok_and(|rows| rows > 0), "{sql}");
