@@ -196,6 +196,11 @@ async fn deep_and_wide_statements_never_abort_the_server() {
         // A cross join emits one-row batches, which the next operator gathers.
         format!("SELECT max(length(upper(s.v))) FROM generate_series(1, 100000) g(i), {big} s"),
         format!("SELECT max(length(v)) FROM (SELECT v, unnest(range(0, 99999 + k)) FROM {big})"),
+        // A window function repeating one value for each row of its frame.
+        "SELECT max(length(f)) FROM (SELECT first_value(v) OVER (ORDER BY i ROWS BETWEEN \
+         UNBOUNDED PRECEDING AND CURRENT ROW) f FROM (SELECT i, repeat('x', CASE WHEN i = 1 \
+         THEN 60000000 ELSE 0 END) v FROM generate_series(1, 100000) g(i)))"
+            .to_string(),
     ] {
         let e = run(&mut client, &sql, false).await.expect_err(&sql);
         assert!(
@@ -204,6 +209,16 @@ async fn deep_and_wide_statements_never_abort_the_server() {
         );
         assert!(server.exited().is_none(), "{sql}");
     }
+    // Collecting window functions hold their whole frame in every row.
+    let e = run(
+        &mut client,
+        "SELECT max(cardinality(a)) FROM (SELECT array_agg(v) OVER (ORDER BY i) a FROM \
+         (SELECT i, repeat('x', 1000) || i AS v FROM generate_series(1, 20000) g(i)))",
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("needs a frame of a fixed number of rows"), "{e}");
     // 64-bit offsets skip Arrow's 2 GiB check, so nothing casts to them.
     let e = run(&mut client, "SELECT arrow_cast('a', 'LargeUtf8')", false)
         .await

@@ -32,7 +32,10 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
@@ -44,17 +47,53 @@ pub const MAX_BATCH_BYTES: u64 = 1 << 30;
 /// How many times the memory it holds a larger batch's values may take once copied.
 pub const MAX_INFLATION: u64 = 4;
 
-/// `plan` with every row-repeating operator wrapped in the check.
+/// `plan` with every row-repeating operator wrapped in the check, and the input of
+/// every window operator checked for values its functions could repeat.
 pub fn bound_batches(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
         if repeats_rows(node.as_ref()) {
-            let wrapped: Arc<dyn ExecutionPlan> = Arc::new(BoundedBatchesExec { input: node });
-            Ok(Transformed::yes(wrapped))
-        } else {
-            Ok(Transformed::no(node))
+            let wrapped: Arc<dyn ExecutionPlan> = Arc::new(BoundedBatchesExec {
+                input: node,
+                check: Check::Output,
+            });
+            return Ok(Transformed::yes(wrapped));
         }
+        if let Some(columns) = window_arguments(node.as_ref()) {
+            let input = Arc::clone(node.children()[0]);
+            let checked: Arc<dyn ExecutionPlan> = Arc::new(BoundedBatchesExec {
+                input,
+                check: Check::RepeatedBy(columns),
+            });
+            let recompute = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+            return Ok(Transformed::yes(
+                node.replace_children(vec![checked], recompute)?,
+            ));
+        }
+        Ok(Transformed::no(node))
     })
     .map(|t| t.data)
+}
+
+/// The input columns a window operator's functions read: `first_value(v)` repeats one
+/// value for every row of its frame, building the copies itself (as `ScalarValue`s),
+/// so the check goes before it.
+fn window_arguments(plan: &dyn ExecutionPlan) -> Option<Vec<usize>> {
+    let exprs = if let Some(w) = plan.downcast_ref::<BoundedWindowAggExec>() {
+        w.window_expr()
+    } else if let Some(w) = plan.downcast_ref::<WindowAggExec>() {
+        w.window_expr()
+    } else {
+        return None;
+    };
+    let mut columns: Vec<usize> = exprs
+        .iter()
+        .flat_map(|w| w.expressions())
+        .flat_map(|e| collect_columns(&e))
+        .map(|c| c.index())
+        .collect();
+    columns.sort_unstable();
+    columns.dedup();
+    Some(columns)
 }
 
 fn repeats_rows(plan: &dyn ExecutionPlan) -> bool {
@@ -70,11 +109,27 @@ fn repeats_rows(plan: &dyn ExecutionPlan) -> bool {
 #[derive(Debug)]
 pub struct BoundedBatchesExec {
     input: Arc<dyn ExecutionPlan>,
+    check: Check,
+}
+
+#[derive(Debug, Clone)]
+enum Check {
+    /// The operator's output, measured as copied (see the module docs).
+    Output,
+    /// A window operator's input: no value of these columns may, repeated for every row
+    /// of a batch, exceed the bound.
+    RepeatedBy(Vec<usize>),
 }
 
 impl DisplayAs for BoundedBatchesExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "BoundedBatchesExec: max_bytes={MAX_BATCH_BYTES}")
+        match &self.check {
+            Check::Output => write!(f, "BoundedBatchesExec: max_bytes={MAX_BATCH_BYTES}"),
+            Check::RepeatedBy(c) => write!(
+                f,
+                "BoundedBatchesExec: max_bytes={MAX_BATCH_BYTES}, repeated_columns={c:?}"
+            ),
+        }
     }
 }
 
@@ -105,6 +160,7 @@ impl ExecutionPlan for BoundedBatchesExec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(Self {
             input: children.swap_remove(0),
+            check: self.check.clone(),
         }))
     }
 
@@ -114,10 +170,33 @@ impl ExecutionPlan for BoundedBatchesExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let operator = self.input.name().to_string();
+        let batch_size = context.session_config().batch_size();
+        let check = self.check.clone();
         let input = self.input.execute(partition, context)?;
         let schema = input.schema();
         let checked = input.map(move |batch| {
             let batch = batch?;
+            if let Check::RepeatedBy(columns) = &check {
+                let largest = columns
+                    .iter()
+                    .filter_map(|i| batch.columns().get(*i))
+                    .map(|c| largest_value(&c.to_data()))
+                    .max()
+                    .unwrap_or(0);
+                let repeated = largest.saturating_mul(batch_size as u64);
+                if repeated > MAX_BATCH_BYTES {
+                    return Err(DataFusionError::ResourcesExhausted(format!(
+                        "a window function over a value of {} MiB could repeat it for each of \
+                         {batch_size} rows, {} MiB; a batch may repeat values up to {} MiB \
+                         (meshql bounds what operators build, since the memory limit cannot \
+                         count it)",
+                        largest >> 20,
+                        repeated >> 20,
+                        MAX_BATCH_BYTES >> 20
+                    )));
+                }
+                return Ok(batch);
+            }
             let (bytes, held) = batch_bytes(&batch);
             if bytes > MAX_BATCH_BYTES && bytes > held.saturating_mul(MAX_INFLATION) {
                 return Err(DataFusionError::ResourcesExhausted(format!(
@@ -173,6 +252,35 @@ fn buffer_bytes(data: &ArrayData, seen: &mut HashSet<usize>) -> u64 {
         .iter()
         .map(|c| buffer_bytes(c, seen))
         .fold(held, u64::saturating_add)
+}
+
+/// The longest string or binary value of `data` (0 for other types).
+fn largest_value(data: &ArrayData) -> u64 {
+    match data.data_type() {
+        DataType::Utf8View | DataType::BinaryView => data.buffers()[0].typed_data::<u128>()
+            [data.offset()..][..data.len()]
+            .iter()
+            .map(|v| u64::from(*v as u32))
+            .max()
+            .unwrap_or(0),
+        DataType::Utf8 | DataType::Binary => {
+            let offsets = &data.buffers()[0].typed_data::<i32>()[data.offset()..][..=data.len()];
+            offsets
+                .windows(2)
+                .map(|w| (w[1] - w[0]).max(0) as u64)
+                .max()
+                .unwrap_or(0)
+        }
+        DataType::LargeUtf8 | DataType::LargeBinary => {
+            let offsets = &data.buffers()[0].typed_data::<i64>()[data.offset()..][..=data.len()];
+            offsets
+                .windows(2)
+                .map(|w| (w[1] - w[0]).max(0) as u64)
+                .max()
+                .unwrap_or(0)
+        }
+        _ => 0,
+    }
 }
 
 fn array_bytes(data: &ArrayData) -> u64 {
