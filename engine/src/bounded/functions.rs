@@ -53,9 +53,13 @@ enum Growth {
     ArrayReplace,
     /// `regexp_replace(s, pattern, to [, flags])`: at worst `to` between every character.
     RegexpReplace,
+    /// `string_to_array(s, delimiter [, null])`: an element (its bytes and the offsets
+    /// of a list of strings) per delimiter found, or per character when the delimiter
+    /// is NULL.
+    Split,
 }
 
-const WRAPPED: [(&str, Growth); 26] = [
+const WRAPPED: [(&str, Growth); 27] = [
     ("concat", Growth::Inputs(2)),
     ("concat_ws", Growth::ConcatWs),
     ("array_concat", Growth::Inputs(2)),
@@ -73,6 +77,7 @@ const WRAPPED: [(&str, Growth); 26] = [
     ("array_replace", Growth::ArrayReplace),
     ("array_replace_n", Growth::ArrayReplace),
     ("array_replace_all", Growth::ArrayReplace),
+    ("string_to_array", Growth::Split),
     ("regexp_replace", Growth::RegexpReplace),
     ("repeat", Growth::Repeat),
     ("lpad", Growth::Pad),
@@ -246,6 +251,30 @@ fn estimate(growth: Growth, args: &[ColumnarValue], rows: usize) -> Result<u128>
             let to = total_bytes(to, 1)?.max(8);
             total_bytes(list, rows)?.saturating_add(elements(list, rows)?.saturating_mul(to))
         }
+        Growth::Split => {
+            let (Some(s), Some(delimiter), Some(null)) = (
+                lengths(0)?,
+                lengths(1)?,
+                args.get(1)
+                    .map(|a| {
+                        per_row(a, rows, |a| {
+                            Ok((0..a.len()).map(|i| a.is_null(i)).collect())
+                        })
+                    })
+                    .transpose()?,
+            ) else {
+                return Ok(0);
+            };
+            // An element costs its bytes, a list offset and a string offset (4 each).
+            s.iter()
+                .zip(delimiter.iter().zip(&null))
+                .map(|(s, (d, null))| match (null, d) {
+                    (true, _) => s * 9,
+                    (false, 0) => s + 8,
+                    (false, d) => s + (s / d + 1) * 8,
+                })
+                .sum()
+        }
         Growth::RegexpReplace => {
             let (Some(s), Some(to)) = (lengths(0)?, lengths(2)?) else {
                 return Ok(0);
@@ -414,6 +443,8 @@ mod tests {
              (SELECT repeat('x', 40000000 + i) AS v FROM generate_series(0, 0) g(i))",
             "SELECT cardinality(array_resize(make_array('a' || i), 33 + i, repeat('x', 60000000 + i))) \
              FROM generate_series(0, 0) g(i)",
+            "SELECT cardinality(string_to_array(repeat('a', 10000000 + i), NULL)) \
+             FROM generate_series(0, 0) g(i)",
             "SELECT cardinality(array_replace_all(string_to_array(repeat('a', 30 + i), NULL), 'a', \
              repeat('x', 60000000 + i))) FROM generate_series(0, 0) g(i)",
             // A constant is copied to every row of a batch: 8,192 copies of 60 MB.
@@ -444,6 +475,8 @@ mod tests {
             "SELECT to_char(DATE '2024-01-01', '%Y-%m-%d'), named_struct('a', 1), struct(1, 'b')",
             "SELECT array_replace_all(make_array(1, 1, 2), 1, 3), array_resize(make_array(1), 3, 0)",
             "SELECT range(DATE '2024-01-31', DATE '2024-06-01', INTERVAL '1 month')",
+            "SELECT string_to_array('a,b,,c', ','), string_to_array('abc', NULL), \
+             string_to_array(v, '') FROM (VALUES ('x y')) t(v)",
             "SELECT concat('ab', v) FROM generate_series(1, 10000) t(v)",
         ] {
             assert!(run(&ctx, sql).await.is_ok_and(|rows| rows > 0), "{sql}");
